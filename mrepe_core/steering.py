@@ -1,0 +1,86 @@
+"""Additive steering: ``r_l <- r_l + r_e * v_l`` on the output of chosen decoder layers.
+
+One forward pass can evaluate many coefficients: ``coefficients`` may be a tensor with one value
+per batch row. Hooks live only inside the ``steer`` context and the model object is never mutated.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from typing import Iterator, Sequence
+
+import torch
+
+from .models import decoder_layers, exclusive, resolve_layers
+from .vectors import SteeringVector
+
+
+def _as_coefficients(coefficients: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
+    coeff = torch.as_tensor(coefficients, dtype=torch.float32)
+    if coeff.ndim > 1:
+        raise ValueError("coefficients must be a scalar or a 1-D tensor with one value per batch row.")
+    if not torch.isfinite(coeff).all():
+        raise ValueError("coefficients must be finite numbers.")
+    return coeff
+
+
+def _make_hook(direction: torch.Tensor, coeff: torch.Tensor):
+    cache: dict[tuple, torch.Tensor] = {}
+
+    def term(hidden: torch.Tensor) -> torch.Tensor:
+        key = (hidden.device, hidden.dtype, hidden.shape[0])
+        if key not in cache:
+            # Cast once per device/dtype: bf16 activations with an fp32 vector would upcast the
+            # residual stream, and a CPU vector on a CUDA activation would fail.
+            v = direction.to(device=hidden.device, dtype=hidden.dtype)
+            c = coeff.to(device=hidden.device, dtype=hidden.dtype)
+            if c.ndim == 1:
+                if c.shape[0] != hidden.shape[0]:
+                    raise ValueError(
+                        f"{c.shape[0]} coefficients for a batch of {hidden.shape[0]} rows; give one per row."
+                    )
+                cache[key] = c.view(-1, 1, 1) * v.view(1, 1, -1)
+            else:
+                cache[key] = c * v.view(1, 1, -1)
+        return cache[key]
+
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (output[0] + term(output[0]),) + tuple(output[1:])
+        return output + term(output)
+
+    return hook
+
+
+@contextmanager
+def steer(
+    model: torch.nn.Module,
+    vector: SteeringVector | None,
+    layers: Sequence[int] | str | None = None,
+    coefficients: float | Sequence[float] | torch.Tensor = 1.0,
+) -> Iterator[None]:
+    """Inject ``coefficients * vector.directions[l]`` at every position after each chosen layer.
+
+    ``layers`` defaults to ``vector.layers``. A scalar 0 (or ``vector=None``) registers no hook, so
+    the forward pass is exactly the unsteered one. The model is held exclusively for the duration,
+    so concurrent requests on the same model cannot see each other's steering.
+    """
+    coeff = _as_coefficients(coefficients)
+    blocks = decoder_layers(model)
+    with exclusive(model), ExitStack() as stack:
+        if vector is not None and not (coeff.ndim == 0 and float(coeff) == 0.0):
+            if vector.directions.shape[0] != len(blocks):
+                raise ValueError(
+                    f"The vector has {vector.directions.shape[0]} layers but the model has {len(blocks)}; "
+                    "it was extracted from another model."
+                )
+            chosen = resolve_layers(layers if layers is not None else vector.layers, len(blocks))
+            for layer in chosen:
+                handle = blocks[layer].register_forward_hook(_make_hook(vector.directions[layer], coeff))
+                stack.callback(handle.remove)
+        yield
+
+
+def active_hook_count(model: torch.nn.Module) -> int:
+    """Number of forward hooks on the decoder layers (0 outside any ``steer`` context)."""
+    return sum(len(block._forward_hooks) for block in decoder_layers(model))

@@ -1,0 +1,441 @@
+"""Sweeps over the steering coefficient: config -> batched work -> tidy results -> bound fits.
+
+A sweep extracts (or reuses) a steering vector, then evaluates behaviour expectation and
+helpfulness at every r_e of the grid. Work items are (item, r_e) rows batched together with a
+per-row coefficient; a coarse subset of the grid runs first so partial curves are useful early.
+Results are cached on disk under a content hash of config, model and data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import __version__, bounds, datasets, metrics, prompts, runner
+from .models import DEFAULT_MODEL, LoadedModel, cache_root, load_model, resolve_layers
+from .vectors import SteeringVector, extract_vector
+
+BEHAVIOR_MODES = ("logit", "generate")
+HELPFULNESS_FORMATS = ("cloze", "letter")
+MAX_GRID = 201
+MAX_ITEMS = 2000
+
+
+class SweepConfigError(ValueError):
+    """A sweep configuration is invalid; the message names the field."""
+
+
+class SweepCancelled(RuntimeError):
+    """Raised inside a sweep when its cancel event is set."""
+
+
+@dataclass
+class SweepConfig:
+    """Everything that determines a sweep's numbers (and so its cache key)."""
+
+    model: str = DEFAULT_MODEL
+    behavior: str = "harmless"
+    method: str = "pca"
+    layers: str = "8:20"
+    r_min: float = -8.0
+    r_max: float = 8.0
+    r_steps: int = 21
+    n_pairs: int = 64
+    n_eval: int = 40
+    behavior_mode: str = "logit"
+    helpfulness_subjects: list[str] = field(default_factory=lambda: ["high_school_geography", "marketing"])
+    helpfulness_format: str = "cloze"
+    n_questions_per_subject: int = 50
+    mmlu_split: str = "test"
+    dtype: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    batch_size: int = 32
+    max_new_tokens: int = 24
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise SweepConfigError(msg)
+
+        need(self.method in ("pca", "mean_diff"), f"method must be pca or mean_diff, not {self.method!r}.")
+        need(self.behavior_mode in BEHAVIOR_MODES, f"behavior_mode must be one of {BEHAVIOR_MODES}.")
+        need(self.helpfulness_format in HELPFULNESS_FORMATS, f"helpfulness_format must be one of {HELPFULNESS_FORMATS}.")
+        for name in ("r_min", "r_max"):
+            v = getattr(self, name)
+            need(isinstance(v, (int, float)) and np.isfinite(v) and abs(v) <= 1e4, f"{name} must be a finite number with |{name}| <= 10000.")
+        need(self.r_max > self.r_min, "r_max must be larger than r_min.")
+        need(isinstance(self.r_steps, int) and 2 <= self.r_steps <= MAX_GRID, f"r_steps must be an integer in [2, {MAX_GRID}].")
+        need(2 <= self.n_pairs <= MAX_ITEMS, f"n_pairs must be in [2, {MAX_ITEMS}].")
+        need(1 <= self.n_eval <= MAX_ITEMS, f"n_eval must be in [1, {MAX_ITEMS}].")
+        need(0 <= self.n_questions_per_subject <= MAX_ITEMS, f"n_questions_per_subject must be in [0, {MAX_ITEMS}].")
+        need(1 <= self.batch_size <= 512, "batch_size must be in [1, 512].")
+        need(1 <= self.max_new_tokens <= 256, "max_new_tokens must be in [1, 256].")
+        need(self.mmlu_split in ("dev", "test"), "mmlu_split must be dev or test.")
+        need(isinstance(self.helpfulness_subjects, list), "helpfulness_subjects must be a list of MMLU subjects.")
+        unknown = set(self.helpfulness_subjects) - set(datasets.mmlu_subjects())
+        need(not unknown, f"Unknown MMLU subjects: {', '.join(sorted(unknown))}.")
+
+    def r_grid(self) -> list[float]:
+        return [round(float(r), 6) for r in np.linspace(self.r_min, self.r_max, self.r_steps)]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SweepConfig":
+        if not isinstance(data, dict):
+            raise SweepConfigError("A preset must be a mapping of config fields.")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known - {"results", "description"}
+        if unknown:
+            raise SweepConfigError(f"Unknown config fields: {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
+        kwargs = {k: v for k, v in data.items() if k in known}
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise SweepConfigError(str(exc)) from exc
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SweepConfig":
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SweepConfigError(f"Cannot read preset {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise SweepConfigError(f"Preset {path} is not valid YAML: {exc}") from exc
+        return cls.from_dict(data)
+
+
+@dataclass
+class SweepResult:
+    """Tidy results of a sweep: aggregates per (r_e, task, metric, subject) and per-item rows."""
+
+    config: SweepConfig
+    aggregates: pd.DataFrame
+    items: pd.DataFrame
+    summary: dict
+    vector: SteeringVector | None = None
+    from_cache: bool = False
+    complete: bool = True
+
+    def curve(self, task: str, metric: str, subject: str) -> tuple[np.ndarray, np.ndarray]:
+        df = self.aggregates
+        sel = df[(df.task == task) & (df.metric == metric) & (df.subject == subject)].sort_values("r_e")
+        return sel.r_e.to_numpy(float), sel.value.to_numpy(float)
+
+    def save(self, out_dir: str | Path) -> Path:
+        """Write results.csv, items.csv, summary.json and the vector (atomically)."""
+        out = Path(out_dir)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+        try:
+            self.aggregates.to_csv(tmp / "results.csv", index=False)
+            self.items.to_csv(tmp / "items.csv", index=False)
+            (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default))
+            (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
+            if self.vector is not None:
+                self.vector.save(tmp / "vector")
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "SweepResult":
+        out = Path(out_dir)
+        try:
+            config = SweepConfig.from_dict(json.loads((out / "config.json").read_text()))
+            agg = pd.read_csv(out / "results.csv")
+            items = pd.read_csv(out / "items.csv") if (out / "items.csv").is_file() else pd.DataFrame()
+            summary = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError, KeyError) as exc:
+            raise SweepConfigError(f"Results in {out} are incomplete or corrupt: {exc}") from exc
+        required = {"r_e", "task", "metric", "subject", "value"}
+        if not required <= set(agg.columns):
+            raise SweepConfigError(f"{out / 'results.csv'} lacks columns {sorted(required - set(agg.columns))}.")
+        vector = None
+        if (out / "vector.safetensors").is_file():
+            vector = SteeringVector.load(out / "vector")
+        return cls(config, agg, items, summary, vector)
+
+
+def _json_default(obj):
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(type(obj).__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------------
+
+def coarse_first(grid: list[float], stride: int = 4) -> list[float]:
+    """Order a grid so a coarse, evenly spread subset (always with both ends and 0) comes first."""
+    n = len(grid)
+    first = sorted(set(range(0, n, stride)) | {n - 1} | ({int(np.argmin(np.abs(grid)))} if n else set()))
+    rest = [i for i in range(n) if i not in first]
+    return [grid[i] for i in first] + [grid[i] for i in rest]
+
+
+def plan_batches(n_items: int, grid: list[float], batch_size: int) -> list[list[tuple[int, float]]]:
+    """(item, r_e) rows in coarse-first order, chunked into batches of ``batch_size`` rows."""
+    rows = [(i, r) for r in coarse_first(grid) for i in range(n_items)]
+    return [rows[k:k + batch_size] for k in range(0, len(rows), batch_size)]
+
+
+def cache_key(config: SweepConfig, loaded_fingerprint: str, data_hash: str) -> str:
+    payload = {k: v for k, v in config.to_dict().items() if k not in ("name", "batch_size", "device")}
+    blob = json.dumps([payload, loaded_fingerprint, data_hash, __version__], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation and summary
+# ---------------------------------------------------------------------------------------------
+
+ITEM_COLUMNS = ["r_e", "task", "metric", "subject", "item", "value"]
+AGG_COLUMNS = ["r_e", "task", "metric", "subject", "value", "stderr", "n"]
+
+
+def aggregate(items: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard error per (r_e, task, metric, subject), plus the mean over subjects."""
+    if items.empty:
+        return pd.DataFrame(columns=AGG_COLUMNS)
+    g = items.groupby(["r_e", "task", "metric", "subject"])["value"]
+    agg = g.agg(["mean", "std", "count"]).reset_index()
+    agg["stderr"] = agg["std"].fillna(0.0) / np.sqrt(agg["count"])
+    agg = agg.rename(columns={"mean": "value", "count": "n"}).drop(columns="std")
+    helpful = items[items.task == "helpfulness"]
+    if not helpful.empty:
+        # "mean" weights subjects equally, as the paper's per-subject curves do.
+        per_subject = helpful.groupby(["r_e", "metric", "subject"])["value"].mean().reset_index()
+        mean = per_subject.groupby(["r_e", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
+        mean["stderr"] = mean["std"].fillna(0.0) / np.sqrt(mean["count"])
+        mean = mean.rename(columns={"mean": "value", "count": "n"}).drop(columns="std")
+        mean["task"], mean["subject"] = "helpfulness", "mean"
+        agg = pd.concat([agg, mean[AGG_COLUMNS]], ignore_index=True)
+    return agg[AGG_COLUMNS].sort_values(["task", "metric", "subject", "r_e"]).reset_index(drop=True)
+
+
+def summarise(config: SweepConfig, agg: pd.DataFrame, n_choices: int = 4) -> dict:
+    """Bound fits, efficient regime and plain-language notes for a (possibly partial) sweep."""
+    out: dict = {"alignment_fit": None, "helpfulness_fit": None, "efficient_regime": None, "notes": []}
+    sel = agg[(agg.task == "behavior") & (agg.metric == "behavior_expectation")].sort_values("r_e")
+    align_fit = help_fit = None
+    if len(sel) >= 3:
+        try:
+            align_fit = bounds.fit_alignment_bound(sel.r_e.to_numpy(float), sel.value.to_numpy(float))
+            out["alignment_fit"] = align_fit.to_dict()
+            diffs = np.diff(sel.value.to_numpy(float))
+            out["behavior_monotone"] = bool((diffs >= -1e-9).all() or (diffs <= 1e-9).all())
+        except ValueError as exc:
+            out["notes"].append(f"alignment fit: {exc}")
+    hsel = agg[(agg.task == "helpfulness") & (agg.metric == "helpfulness") & (agg.subject == "mean")].sort_values("r_e")
+    if len(hsel) >= 3:
+        try:
+            help_fit = bounds.fit_helpfulness_bound(hsel.r_e.to_numpy(float), hsel.value.to_numpy(float), n_choices=n_choices)
+            out["helpfulness_fit"] = help_fit.to_dict()
+            h = hsel.value.to_numpy(float)
+            r = hsel.r_e.to_numpy(float)
+            h0 = float(np.interp(0.0, r, h)) if r.min() <= 0 <= r.max() else float("nan")
+            out["helpfulness_at_0_vs_ends"] = {"h0": h0, "h_min_r": float(h[0]), "h_max_r": float(h[-1])}
+        except ValueError as exc:
+            out["notes"].append(f"helpfulness fit: {exc}")
+    if align_fit is not None and help_fit is not None:
+        try:
+            # Marginal gain (dB/dr over -dH/dr) falls once B saturates, so the regime ends where
+            # more steering stops paying; the average gain stays high far out and marks everything.
+            regime = bounds.efficient_regime(align_fit, help_fit, (config.r_min, config.r_max), gain="marginal")
+            out["efficient_regime"] = regime.to_dict()
+        except ValueError as exc:
+            out["notes"].append(f"efficient regime: {exc}")
+    for fit in (align_fit, help_fit):
+        if fit is not None:
+            out["notes"].extend(fit.notes)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+ProgressFn = Callable[[int, int, "SweepResult | None"], None]
+
+
+def _behavior_rows(loaded, behavior, vector, layers, batch, config) -> list[dict]:
+    texts = [prompts.render_chat(loaded.tokenizer, behavior.eval_prompts[i].user) for i, _ in batch]
+    coeffs = [r for _, r in batch]
+    rows: list[dict] = []
+    if config.behavior_mode == "logit":
+        logits = runner.next_token_logits(loaded, texts, vector, layers, coeffs)
+        # Token sets depend on the prompt's answer starts; built-ins share one set per behaviour.
+        groups: dict[tuple, list[int]] = {}
+        for k, (i, _) in enumerate(batch):
+            p = behavior.eval_prompts[i]
+            groups.setdefault((p.aligned, p.misaligned), []).append(k)
+        for (aligned, misaligned), ks in groups.items():
+            pos, neg = metrics.answer_token_sets(loaded.tokenizer, aligned, misaligned)
+            b, mass = metrics.behavior_expectation_from_logits(logits[ks], pos, neg)
+            for j, k in enumerate(ks):
+                i, r = batch[k]
+                rows.append(dict(r_e=r, task="behavior", metric="behavior_expectation", subject=behavior.name, item=i, value=b[j]))
+                rows.append(dict(r_e=r, task="behavior", metric="covered_mass", subject=behavior.name, item=i, value=mass[j]))
+    else:
+        outs = runner.generate(loaded, texts, vector, layers, coeffs, max_new_tokens=config.max_new_tokens)
+        scorer = metrics.SCORERS.get(behavior.scorer)
+        if scorer is None:
+            raise SweepConfigError("Generation mode needs a built-in behaviour scorer; use the logit mode for uploads.")
+        for (i, r), text in zip(batch, outs):
+            rows.append(dict(r_e=r, task="behavior", metric="behavior_expectation", subject=behavior.name, item=i,
+                             value=float(scorer(text))))
+    return rows
+
+
+def _helpfulness_rows(loaded, questions, vector, layers, batch, config, letter_ids) -> list[dict]:
+    qs = [questions[i] for i, _ in batch]
+    coeffs = [r for _, r in batch]
+    answers = [q.answer for q in qs]
+    if config.helpfulness_format == "letter":
+        texts = [prompts.mmlu_letter_prompt(q.question, list(q.choices), q.subject) for q in qs]
+        logits = runner.next_token_logits(loaded, texts, vector, layers, coeffs)
+        p, correct = metrics.helpfulness_from_letter_logits(logits, letter_ids, answers)
+    else:
+        texts = [prompts.mmlu_cloze_prompt(q.question, q.subject) for q in qs]
+        ll, n = runner.choice_logliks(loaded, texts, [list(q.choices) for q in qs], vector, layers, coeffs)
+        p, correct = metrics.helpfulness_from_choice_loglik(ll, n, answers)
+    rows = []
+    for k, (i, r) in enumerate(batch):
+        rows.append(dict(r_e=r, task="helpfulness", metric="helpfulness", subject=qs[k].subject, item=i, value=p[k]))
+        rows.append(dict(r_e=r, task="helpfulness", metric="accuracy", subject=qs[k].subject, item=i, value=correct[k]))
+    return rows
+
+
+def prepare(config: SweepConfig, loaded: LoadedModel | None = None, behavior: datasets.Behavior | None = None):
+    """Load model and data for a config (shared by the sweep, the CLI's extract and the UI)."""
+    loaded = loaded or load_model(config.model, device=config.device, dtype=config.dtype)
+    if behavior is None:
+        behavior = datasets.load_behavior(config.behavior, loaded.tokenizer, config.n_pairs, config.n_eval, config.seed)
+    questions = datasets.load_mmlu(config.helpfulness_subjects, config.mmlu_split,
+                                   config.n_questions_per_subject, config.seed) if config.n_questions_per_subject else []
+    return loaded, behavior, questions
+
+
+def run_sweep(
+    config: SweepConfig,
+    progress: ProgressFn | None = None,
+    cache_dir: str | Path | None = None,
+    use_cache: bool = True,
+    loaded: LoadedModel | None = None,
+    behavior: datasets.Behavior | None = None,
+    vector: SteeringVector | None = None,
+    cancel: threading.Event | None = None,
+    partial_every: int = 1,
+) -> SweepResult:
+    """Run (or fetch from cache) a sweep. ``progress(done, total, partial_result)`` is called after
+    every batch; ``partial_result`` is given every ``partial_every`` batches (None otherwise)."""
+    t0 = time.perf_counter()
+    loaded, behavior, questions = prepare(config, loaded, behavior)
+    t_load = time.perf_counter() - t0
+    data_hash = hashlib.sha256(json.dumps([behavior.data_hash, [(q.subject, q.question) for q in questions]]).encode()).hexdigest()[:16]
+    key = cache_key(config, loaded.fingerprint, data_hash + ("" if vector is None else _vector_hash(vector)))
+    cache_path = Path(cache_dir) if cache_dir else cache_root() / "sweeps"
+    entry = cache_path / key
+    if use_cache and (entry / "summary.json").is_file():
+        try:
+            res = SweepResult.load(entry)
+            res.from_cache = True
+            res.summary.setdefault("timings", {})["served_from_cache_s"] = round(time.perf_counter() - t0, 3)
+            return res
+        except (ValueError, OSError):
+            shutil.rmtree(entry, ignore_errors=True)  # corrupt entries are recomputed
+
+    layers = resolve_layers(config.layers, loaded.n_layers)
+    t1 = time.perf_counter()
+    if vector is None:
+        vector = extract_vector(loaded, behavior.pairs, config.method, layers, behavior=behavior.name, template=behavior.template)
+    t_extract = time.perf_counter() - t1
+    grid = config.r_grid()
+    letter_ids = metrics.letter_token_ids(loaded.tokenizer) if config.helpfulness_format == "letter" else None
+    bsize = config.batch_size if config.helpfulness_format == "letter" else max(1, config.batch_size // 4)
+    work = [("behavior", b) for b in plan_batches(len(behavior.eval_prompts), grid, config.batch_size)]
+    work += [("helpfulness", b) for b in plan_batches(len(questions), grid, bsize)] if questions else []
+    # Interleave so that both curves fill in together (coarse grid first for each).
+    beh = [w for w in work if w[0] == "behavior"]
+    hel = [w for w in work if w[0] == "helpfulness"]
+    ordered, i, j = [], 0, 0
+    while i < len(beh) or j < len(hel):
+        if i < len(beh) and (j >= len(hel) or i / max(len(beh), 1) <= j / max(len(hel), 1)):
+            ordered.append(beh[i]); i += 1
+        else:
+            ordered.append(hel[j]); j += 1
+    rows: list[dict] = []
+    times = {"behavior": 0.0, "helpfulness": 0.0}
+    total = sum(len(b) for _, b in ordered)
+    done = 0
+    for n_batch, (task, batch) in enumerate(ordered, start=1):
+        if cancel is not None and cancel.is_set():
+            raise SweepCancelled("Sweep cancelled.")
+        tb = time.perf_counter()
+        if task == "behavior":
+            rows += _behavior_rows(loaded, behavior, vector, layers, batch, config)
+        else:
+            rows += _helpfulness_rows(loaded, questions, vector, layers, batch, config, letter_ids)
+        times[task] += time.perf_counter() - tb
+        done += len(batch)
+        if progress is not None:
+            partial = None
+            if n_batch % partial_every == 0 and n_batch < len(ordered):
+                items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
+                agg = aggregate(items)
+                partial = SweepResult(config, agg, items, {}, vector, complete=False)
+            progress(done, total, partial)
+    items = pd.DataFrame(rows, columns=ITEM_COLUMNS).sort_values(["task", "metric", "subject", "item", "r_e"]).reset_index(drop=True)
+    agg = aggregate(items)
+    summary = summarise(config, agg)
+    summary.update({
+        "config": config.to_dict(),
+        "model": {"name": loaded.name, "source": loaded.source, "n_layers": loaded.n_layers,
+                  "hidden_size": loaded.hidden_size, "dtype": str(loaded.dtype).replace("torch.", ""),
+                  "device": str(loaded.device)},
+        "layers": layers,
+        "n_behavior_prompts": len(behavior.eval_prompts), "n_questions": len(questions),
+        "n_contrast_pairs": len(behavior.pairs),
+        "timings": {"load_s": round(t_load, 3), "extract_s": round(t_extract, 3),
+                    "behavior_s": round(times["behavior"], 3), "helpfulness_s": round(times["helpfulness"], 3),
+                    "total_s": round(time.perf_counter() - t0, 3)},
+        "version": __version__,
+    })
+    result = SweepResult(config, agg, items, summary, vector)
+    if use_cache:
+        try:
+            result.save(entry)
+        except OSError:
+            summary["notes"].append("results could not be cached (read-only cache directory)")
+    return result
+
+
+def _vector_hash(vector: SteeringVector) -> str:
+    return hashlib.sha256(vector.directions.numpy().tobytes() + json.dumps(vector.layers).encode()).hexdigest()[:16]

@@ -1,0 +1,143 @@
+"""Shared plumbing for the dashboard tabs: the model queue, error display, uploads, exports, Spaces.
+
+Nothing here computes science; it only connects Gradio to ``mrepe_core``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import gradio as gr
+
+log = logging.getLogger("mrepe_ui")
+
+# Every event that runs a model joins this concurrency group (limit 1): one forward pass at a time,
+# so requests queue instead of fighting for the CPU/GPU. Cheap redraws use queue=False instead.
+MODEL_QUEUE = "model"
+# Chart image export drives a headless browser: its own group, so it never blocks the model.
+EXPORT_QUEUE = "export"
+MAX_FILE_SIZE = "5mb"  # launch(max_file_size=...); the core checks the bytes again
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+class UploadError(ValueError):
+    """An uploaded file is missing, of the wrong type or too large; the message says what to fix."""
+
+
+def on_spaces() -> bool:
+    """True when running on Hugging Face Spaces (the platform sets SPACE_ID)."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def gpu(fn: Callable | None = None, *, duration: int = 120):
+    """``spaces.GPU`` when the ``spaces`` package is importable, the function unchanged otherwise.
+
+    On CPU and dedicated-GPU Spaces ``spaces.GPU`` is itself a no-op; on ZeroGPU it attaches a GPU
+    for the call. ``spaces`` is never a hard dependency.
+    """
+
+    def wrap(f: Callable) -> Callable:
+        try:
+            import spaces  # type: ignore
+        except ImportError:
+            return f
+        return spaces.GPU(duration=duration)(f)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def error_message(exc: BaseException) -> str:
+    """What the user reads: the engine's ValueError messages are written for people already."""
+    text = str(exc).strip() or type(exc).__name__
+    return text
+
+
+@contextmanager
+def user_errors(what: str = "") -> Iterator[None]:
+    """Turn engine ValueErrors into a gr.Error toast (the app keeps serving); log anything else."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except ValueError as exc:
+        raise gr.Error(f"{what}: {error_message(exc)}" if what else error_message(exc), duration=15) from exc
+    except Exception as exc:  # a bug, not a user error: keep the traceback in the log
+        log.exception("%s failed", what or "request")
+        raise gr.Error(f"{what or 'Request'} failed unexpectedly ({type(exc).__name__}: {exc}). "
+                       "See the server log for details.", duration=15) from exc
+
+
+def reports_errors(what: str) -> Callable[[Callable], Callable]:
+    """Decorator form of :func:`user_errors` for event handlers (plain functions only)."""
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            with user_errors(what):
+                return fn(*args, **kwargs)
+
+        return inner
+
+    return deco
+
+
+def upload_path(file) -> Path | None:
+    """The server-side path of a gr.File / gr.UploadButton value (str path or FileData-like)."""
+    if file is None:
+        return None
+    if isinstance(file, (str, os.PathLike)):
+        return Path(file)
+    path = getattr(file, "path", None) or getattr(file, "name", None)
+    if isinstance(file, dict):
+        path = file.get("path") or file.get("name")
+    return Path(path) if path else None
+
+
+def read_upload(file, suffixes: Sequence[str], max_bytes: int = MAX_UPLOAD_BYTES) -> tuple[bytes, str]:
+    """Bytes and original name of an uploaded file, after type and size checks (before reading it all)."""
+    path = upload_path(file)
+    if path is None:
+        raise UploadError("No file uploaded.")
+    name = path.name
+    if not name.lower().endswith(tuple(s.lower() for s in suffixes)):
+        raise UploadError(f"{name}: expected a {' or '.join(suffixes)} file.")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise UploadError(f"{name} could not be read ({exc.strerror}); upload it again.") from exc
+    if size > max_bytes:
+        raise UploadError(f"{name} is {size / 2**20:.1f} MB; the limit is {max_bytes / 2**20:.0f} MB.")
+    return path.read_bytes(), name
+
+
+def export_root() -> Path:
+    """Folder for files offered as downloads; inside the temp dir, which Gradio is allowed to serve."""
+    root = Path(tempfile.gettempdir()) / "mrepe-exports"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def new_export_dir(prefix: str) -> Path:
+    """A fresh folder per export, so concurrent sessions never overwrite each other's files."""
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in prefix)[:40] or "export"
+    path = export_root() / f"{safe}-{uuid.uuid4().hex[:10]}"
+    path.mkdir(parents=True)
+    return path
+
+
+def fmt(x, digits: int = 3) -> str:
+    """A number for people: 3 significant digits, 'n/a' for missing or non-finite values."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    if x != x or x in (float("inf"), float("-inf")):
+        return "n/a"
+    return f"{x:.{digits}g}"

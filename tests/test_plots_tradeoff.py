@@ -1,0 +1,184 @@
+"""Trade-off figures: trace structure, marker placement, chance line, labels, errors, build speed."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from mrepe_core import bounds as bd
+from mrepe_core.plots import behavior_figure, helpfulness_figure, interpolate_at, tradeoff_figure
+from mrepe_core.plots.tradeoff import MARKER_LINE_NAME, MARKER_NAME, PlotDataError
+
+R = np.linspace(-5.0, 5.0, 11)
+SUBJECTS = ["anatomy", "marketing", "virology"]
+
+
+def make_agg(r=R, subjects=SUBJECTS, with_mean=True, behaviors=("harmless",)) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for k, name in enumerate(behaviors):
+        b = bd.alignment_bound(r, 0.5 + 0.2 * k, -0.3)
+        rows += [dict(r_e=x, task="behavior", metric="behavior_expectation", subject=name, value=y, stderr=0.02, n=40)
+                 for x, y in zip(r, b)]
+        rows += [dict(r_e=x, task="behavior", metric="covered_mass", subject=name, value=0.9, stderr=0.01, n=40) for x in r]
+    per_subject = []
+    for s in subjects:
+        p = bd.helpfulness_bound(r, rng.uniform(0.5, 0.8), 1.0, 0.5, 4)
+        per_subject.append(p)
+        rows += [dict(r_e=x, task="helpfulness", metric=m, subject=s, value=y if m == "helpfulness" else float(y > 0.4),
+                      stderr=0.03, n=20) for x, y in zip(r, p) for m in ("helpfulness", "accuracy")]
+    if with_mean:
+        mean = np.mean(per_subject, axis=0)
+        rows += [dict(r_e=x, task="helpfulness", metric="helpfulness", subject="mean", value=y, stderr=0.01,
+                      n=len(subjects)) for x, y in zip(r, mean)]
+    return pd.DataFrame(rows)
+
+
+def curve(agg, task, metric, subject):
+    sel = agg[(agg.task == task) & (agg.metric == metric) & (agg.subject == subject)].sort_values("r_e")
+    return sel.r_e.to_numpy(), sel.value.to_numpy()
+
+
+def assert_valid_plotly(fig: go.Figure):
+    """Figures are built without validation for speed; full validation here catches any bad property."""
+    go.Figure(fig.to_dict())
+    json.loads(fig.to_json())
+
+
+@pytest.fixture(scope="module")
+def agg():
+    return make_agg()
+
+
+@pytest.fixture(scope="module")
+def fits(agg):
+    rb, b = curve(agg, "behavior", "behavior_expectation", "harmless")
+    rh, h = curve(agg, "helpfulness", "helpfulness", "mean")
+    align, helpful = bd.fit_alignment_bound(rb, b), bd.fit_helpfulness_bound(rh, h)
+    return align, helpful, bd.efficient_regime(align, helpful, (-5, 5), threshold=1.0, gain="marginal")
+
+
+def test_interpolate_at():
+    assert interpolate_at([0, 1, 2], [0.0, 1.0, 4.0], 1.5) == pytest.approx(2.5)
+    assert interpolate_at([2, 0, 1], [4.0, 0.0, 1.0], 0.5) == pytest.approx(0.5)  # unsorted input
+    assert np.isnan(interpolate_at([0, 1], [0.0, 1.0], 3.0))  # no extrapolation
+    with pytest.raises(ValueError):
+        interpolate_at([], [], 0.0)
+
+
+def test_behavior_figure(agg, fits):
+    align, _, _ = fits
+    fig = behavior_figure(agg, align, marker_r_e=1.5)
+    names = [t.name for t in fig.data]
+    assert names[0] == "measured B (harmless)"
+    assert names[1].startswith("Theorem 1 fit") and "Δλ=" in names[1] and "R²=" in names[1]
+    assert names[-2:] == [MARKER_LINE_NAME, MARKER_NAME]  # marker last
+    rb, b = curve(agg, "behavior", "behavior_expectation", "harmless")
+    np.testing.assert_allclose(fig.data[0].y, b)
+    assert list(fig.data[0].error_y.array) == pytest.approx([0.02] * R.size)
+    marker = fig.data[-1]
+    assert list(marker.x) == [1.5]
+    assert marker.y[0] == pytest.approx(np.interp(1.5, rb, b))
+    assert list(fig.data[-2].x) == [1.5, 1.5]
+    np.testing.assert_allclose(fig.data[1].y, align.predict(fig.data[1].x))
+    assert fig.layout.yaxis.range == (-1.05, 1.05)
+    assert fig.layout.xaxis.title.text == "r_e (steering coefficient)"
+    assert fig.layout.yaxis.title.text == "behavior expectation B"
+    assert fig.layout.uirevision == "behavior" and fig.layout.height == 360
+    assert fig.layout.template.layout.plot_bgcolor == "white"
+    assert_valid_plotly(fig)
+    assert len(behavior_figure(agg).data) == 1  # no fit, no marker
+
+
+def test_behavior_figure_several_behaviors_gets_one_marker_point_each():
+    agg = make_agg(behaviors=("harmless", "not_racist"))
+    fig = behavior_figure(agg, marker_r_e=0.0)
+    assert [t.name for t in fig.data[:2]] == ["measured B (harmless)", "measured B (not_racist)"]
+    assert len(fig.data[-1].y) == 2
+    assert fig.data[0].line.color != fig.data[1].line.color
+
+
+def test_helpfulness_figure(agg, fits):
+    _, helpful, _ = fits
+    fig = helpfulness_figure(agg, helpful, n_choices=4, marker_r_e=-2.5)
+    names = [t.name for t in fig.data]
+    assert names[: len(SUBJECTS)] == SUBJECTS
+    assert names[len(SUBJECTS)] == "mean"
+    assert fig.data[len(SUBJECTS)].line.width > fig.data[0].line.width  # mean bold, subjects thin
+    chance = next(t for t in fig.data if t.name.startswith("chance"))
+    assert set(chance.y) == {0.25}
+    fit_trace = next(t for t in fig.data if t.name.startswith("Theorem 2 fit"))
+    assert all(k in fit_trace.name for k in ("P0=", "α=", "λσβ=", "R²="))
+    assert names[-1] == MARKER_NAME
+    rm, m = curve(agg, "helpfulness", "helpfulness", "mean")
+    assert fig.data[-1].y[0] == pytest.approx(np.interp(-2.5, rm, m))
+    assert fig.layout.yaxis.title.text == "P(correct)"
+    assert_valid_plotly(fig)
+    assert set(next(t for t in helpfulness_figure(agg, n_choices=5).data if t.name.startswith("chance")).y) == {0.2}
+    assert not any(t.name.startswith("chance") for t in helpfulness_figure(agg, n_choices=None).data)
+
+
+def test_helpfulness_figure_accuracy_and_missing_mean():
+    agg = make_agg()
+    acc = helpfulness_figure(agg, metric="accuracy")
+    # No "mean" rows for accuracy: the equal-weight mean over subjects is computed and named so.
+    mean_trace = next(t for t in acc.data if t.name == "mean of subjects")
+    expected = agg[(agg.metric == "accuracy")].groupby("r_e").value.mean().sort_index().to_numpy()
+    np.testing.assert_allclose(mean_trace.y, expected)
+    assert acc.layout.yaxis.title.text == "accuracy"
+    assert_valid_plotly(acc)
+
+
+def test_tradeoff_figure(agg, fits):
+    _, _, regime = fits
+    fig = tradeoff_figure(agg, regime, marker_r_e=1.0)
+    sweep, seg, marker = fig.data
+    rb, b = curve(agg, "behavior", "behavior_expectation", "harmless")
+    rm, m = curve(agg, "helpfulness", "helpfulness", "mean")
+    np.testing.assert_allclose(sweep.x, b)
+    np.testing.assert_allclose(sweep.y, m)
+    assert list(sweep.text) == [f"{x:g}" for x in R]  # 11 points: every one labelled
+    np.testing.assert_allclose(sweep.customdata, R)
+    assert seg.name.startswith("efficient regime")
+    # The highlighted segment runs from r_min to r_max (interpolated ends).
+    assert seg.x[0] == pytest.approx(np.interp(regime.r_min, rb, b))
+    assert seg.x[-1] == pytest.approx(np.interp(regime.r_max, rb, b))
+    assert marker.name == MARKER_NAME
+    assert marker.x[0] == pytest.approx(np.interp(1.0, rb, b)) and marker.y[0] == pytest.approx(np.interp(1.0, rm, m))
+    assert fig.layout.xaxis.title.text == "behavior expectation B"
+    assert fig.layout.yaxis.title.text == "P(correct)"
+    assert_valid_plotly(fig)
+    outside = tradeoff_figure(agg, marker_r_e=50.0)
+    assert len(outside.data[-1].x) == 0  # no fake point beyond the measured grid
+
+
+def test_tradeoff_labels_thin_out_on_dense_grids():
+    r = np.linspace(-10, 10, 41)
+    fig = tradeoff_figure(make_agg(r=r))
+    labels = list(fig.data[0].text)
+    shown = [(x, t) for x, t in zip(r, labels) if t]
+    assert 3 <= len(shown) <= 16
+    assert all(t == f"{x:g}" for x, t in shown)
+    assert "0" in labels and labels[0] == "-10" and labels[-1] == "10"
+
+
+def test_bad_input_raises_clear_errors(agg):
+    empty = pd.DataFrame(columns=["r_e", "task", "metric", "subject", "value", "stderr", "n"])
+    for build in (behavior_figure, helpfulness_figure, tradeoff_figure):
+        with pytest.raises(ValueError, match="empty"):
+            build(empty)
+    with pytest.raises(PlotDataError, match="lacks columns"):
+        behavior_figure(pd.DataFrame({"r_e": [0.0]}))
+    with pytest.raises(PlotDataError, match="DataFrame"):
+        behavior_figure([1, 2, 3])
+    with pytest.raises(PlotDataError, match="No rows"):
+        behavior_figure(agg[agg.task == "helpfulness"])
+    with pytest.raises(PlotDataError, match="behavior="):
+        tradeoff_figure(make_agg(behaviors=("a", "b")))
+    assert len(tradeoff_figure(make_agg(behaviors=("a", "b")), behavior="b").data) == 1
+    with pytest.raises(PlotDataError, match="marker_r_e"):
+        behavior_figure(agg, marker_r_e=float("nan"))
+    with pytest.raises(PlotDataError, match="n_choices"):
+        helpfulness_figure(agg, n_choices=1)

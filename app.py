@@ -15,7 +15,7 @@ import traceback
 
 import gradio as gr
 
-from mrepe_ui.common import MAX_FILE_SIZE, log, on_spaces
+from mrepe_ui.common import MAX_FILE_SIZE, log, on_spaces, plotly_head, register_static
 from mrepe_ui.tradeoff_tab import build_tradeoff_tab
 
 TITLE = "MRepE Explorer"
@@ -89,7 +89,10 @@ def build_demo() -> gr.Blocks:
 
 def launch_options() -> dict:
     """launch() arguments shared by main() and the tests (Gradio 6 takes theme and css here)."""
-    return dict(max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(), css=CSS, footer_links=["api", "gradio"])
+    register_static()
+    # head: plotly starts loading with the page instead of when the first chart mounts.
+    return dict(max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(), css=CSS, head=plotly_head(),
+                footer_links=["api", "gradio"])
 
 
 def warm_default_model(device: str = "auto") -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "ProjectionInputError",
     "PCAMap",
     "UMAPMap",
+    "cuml_available",
     "device_for_projection",
     "fit_pca",
     "knn",
@@ -261,14 +262,15 @@ def _knn_tensors(
     all_dists = []
     for start in range(0, query_data.shape[0], batch_size):
         block = query_data[start : start + batch_size]
-        # ||q||^2 + ||x||^2 - 2 q.x is one matmul; it only ranks candidates, the kept distances
-        # are recomputed from differences below, which avoids its cancellation error.
-        sq = block.square().sum(dim=1, keepdim=True) + data_sq[None, :] - 2.0 * (block @ data.T)
+        # ||x||^2 - 2 q.x ranks the rows of data like ||q - x||^2 (||q||^2 is constant per row) in a
+        # single fused matmul; the kept distances are recomputed from differences below, which
+        # avoids this form's cancellation error.
+        score = torch.addmm(data_sq[None, :], block, data.T, beta=1.0, alpha=-2.0)
         if self_query:
             rows = torch.arange(block.shape[0], device=data.device)
             # Self ranks first even when the data hold duplicates, as umap-learn expects.
-            sq[rows, rows + start] = -1.0
-        _, indices = torch.topk(sq, k, dim=1, largest=False, sorted=True)
+            score[rows, rows + start] = -torch.inf
+        _, indices = torch.topk(score, k, dim=1, largest=False, sorted=True)
         dists = (block[:, None, :] - data[indices]).norm(dim=2)
         if self_query:
             dists[:, 0] = 0.0
@@ -327,6 +329,11 @@ def _cuml_umap_class() -> type | None:
     return CumlUMAP
 
 
+def cuml_available() -> bool:
+    """Whether cuML's GPU UMAP imports (``fit_umap`` then uses it on CUDA devices)."""
+    return torch.cuda.is_available() and _cuml_umap_class() is not None
+
+
 @dataclass
 class UMAPMap:
     """A fitted UMAP map of hidden states.
@@ -368,12 +375,12 @@ def _init_from_neighbours(indices: np.ndarray, weights: np.ndarray, embedding: n
     """umap-learn's ``init_graph_transform``, vectorised (its per-row loop costs seconds per frame set).
 
     A new point starts at the membership-weighted mean of its neighbours' positions; a point
-    identical to a fitted one (membership exactly 1) starts on it, the lowest such index winning as
-    in umap-learn's sorted CSR rows; a point with no neighbours is NaN.
+    identical to a fitted one (membership exactly 1) starts on that point (on the lowest-numbered
+    one if several); a point with no neighbours is NaN.
     """
     valid = (indices >= 0) & (weights > 0)
     weights = np.where(valid, weights, 0.0).astype(np.float64)
-    safe_indices = np.where(valid, indices, 0)
+    safe_indices = np.where(valid, indices, 0).astype(np.int64)
     neighbour_positions = embedding[safe_indices].astype(np.float64)  # [m, k, 2]
     totals = weights.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -381,7 +388,7 @@ def _init_from_neighbours(indices: np.ndarray, weights: np.ndarray, embedding: n
     identical = valid & (weights == 1.0)
     has_identical = identical.any(axis=1)
     if has_identical.any():
-        candidates = np.where(identical, safe_indices, np.iinfo(np.int64).max)
+        candidates = np.where(identical, safe_indices, len(embedding))
         result[has_identical] = embedding[candidates[has_identical].min(axis=1)]
     result[totals == 0] = np.nan
     return result.astype(np.float32)
@@ -516,7 +523,7 @@ def fit_umap(
                 random_state=random_state,
             )
             embedding = np.asarray(reducer.fit_transform(reduced.cpu().numpy()), dtype=np.float32)
-            timings["knn"] = 0.0  # cuML computes its neighbours inside the fit
+            timings["knn"] = float("nan")  # cuML finds its neighbours inside the fit, not timed apart
             timings["optimise"] = time.perf_counter() - start
             return UMAPMap(embedding, pca_map, neighbours, "cuml", torch_device, timings, reduced, reducer)
 
@@ -629,9 +636,11 @@ def project_frames(
     Either give ``steered`` (``{r: hidden states [n, d]}`` actually measured under steering), or
     ``base_points`` ``[n, d]`` with ``directions`` (one ``[d]`` shared or ``[n, d]`` per point) and
     ``r_grid``, meaning the points ``x + r·v``. On a PCA map the latter is exact:
-    ``transform(x) + r·shift(v)``. On a UMAP map every frame is placed with ``transform`` (all
-    frames in one call), so the frame at ``r = 0`` is where ``transform`` puts the unsteered points,
-    which can differ slightly from their fitted positions.
+    ``transform(x) + r·shift(v)``. On a UMAP map every frame is placed with ``transform`` in one
+    call: as in umap-learn, the stochastic placement of a point depends a little on which points are
+    placed with it, so one call keeps the frames consistent (and identical on every rebuild). The
+    frame at ``r = 0`` is where ``transform`` puts the unsteered points, which can differ slightly
+    from their fitted positions.
     """
     if steered is not None:
         if base_points is not None or directions is not None:

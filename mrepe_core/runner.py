@@ -1,21 +1,51 @@
 """Batched steered forward passes: many (item, r_e) rows per forward, logits only where read.
 
 Every function here takes a ``LoadedModel`` and returns plain arrays; the sweep decides what to
-run. Rows are left-padded with explicit position ids, so a padded row computes exactly what it
-would compute alone.
+run. Two ways to compute the same numbers:
+
+* **packed** (Llama-family decoders: Llama, Mistral, Qwen2, Qwen3). Token sequences are merged
+  into a prefix tree and laid out as one packed row whose 4-D attention mask lets each token see
+  exactly its own ancestors, with each token's position id equal to its depth. A shared prefix
+  (a chat system prompt, an MMLU subject header, a question shared by its answer choices) is
+  therefore computed once per row instead of once per sequence, and rows carry no padding. The
+  decoder layers below the first steered layer do not depend on the coefficient, so they run
+  once per row; only the layers from there on run once per (row, r_e). The decoder-layer modules
+  are called directly, so ``steer`` hooks fire as in a plain forward pass.
+* **plain** (every other family, or attention implementations that ignore 4-D masks). Left-padded
+  batches through the model's own forward, with the cloze prefix shared through the KV cache.
+
+Both keep the full-vocabulary normaliser wherever a probability is read, and both are tested
+against one-sequence-at-a-time full forward passes (``tests/test_runner_fast.py``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Hashable, Sequence
 
 import numpy as np
 import torch
 
-from .models import LoadedModel
+from .models import LoadedModel, resolve_layers
 from .steering import steer
 from .vectors import SteeringVector
 
+# Packed rows hold up to this many tree nodes: longer rows share more prefix but pay a quadratic
+# (dense, mostly masked) attention cost; measured on a 2-core CPU with SmolLM2-135M.
+MAX_ROW_TOKENS = 256
+# Tokens per forward pass in the per-coefficient stage (rows x padded length).
+BATCH_TOKENS = 2048
+# Rows of the vocabulary projection computed at once (bounds memory: rows x vocab floats).
+HEAD_CHUNK = 256
+
+# Decoder families whose base model is embed_tokens -> rotary_emb -> layers -> norm, with layers
+# called as layer(hidden, attention_mask, position_ids, position_embeddings) (transformers 5).
+PACKED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain path (reference-shaped; also the fallback for other families)
+# ---------------------------------------------------------------------------------------------
 
 def encode_left_padded(loaded: LoadedModel, texts: Sequence[str]) -> dict[str, torch.Tensor]:
     enc = loaded.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
@@ -26,53 +56,37 @@ def encode_left_padded(loaded: LoadedModel, texts: Sequence[str]) -> dict[str, t
             "position_ids": position_ids.to(loaded.device)}
 
 
-@torch.no_grad()
-def next_token_logits(
-    loaded: LoadedModel,
-    texts: Sequence[str],
-    vector: SteeringVector | None,
-    layers,
-    coefficients: Sequence[float] | float,
-    columns: Sequence[int] | None = None,
-) -> torch.Tensor:
-    """Logits of the next token after each text, steered with one coefficient per row.
-
-    Only the last position goes through the unembedding; ``columns`` restricts the returned
-    vocabulary slice (the full row is still needed for a softmax, so callers that normalise over
-    the vocabulary pass None).
-    """
-    enc = encode_left_padded(loaded, texts)
+def _row_coefficients(coefficients, n: int) -> torch.Tensor:
     coeff = torch.as_tensor(coefficients, dtype=torch.float32)
     if coeff.ndim == 0:
-        coeff = coeff.expand(len(texts)).clone()
+        coeff = coeff.expand(n).clone()
+    if coeff.shape != (n,):
+        raise ValueError(f"{coeff.numel()} coefficients for {n} rows; give one per row (or a scalar).")
+    return coeff
+
+
+@torch.inference_mode()
+def _plain_next_token_logits(loaded: LoadedModel, texts: Sequence[str], vector, layers,
+                             coeff: torch.Tensor) -> torch.Tensor:
+    enc = encode_left_padded(loaded, texts)
     with steer(loaded.model, vector, layers, coeff):
         out = loaded.model(**enc, use_cache=False, logits_to_keep=1)
-    logits = out.logits[:, -1, :]
-    if columns is not None:
-        logits = logits[:, list(columns)]
-    return logits.float()
+    return out.logits[:, -1, :].float()
 
 
-@torch.no_grad()
-def choice_logliks(
-    loaded: LoadedModel,
-    prefixes: Sequence[str],
-    choices: Sequence[Sequence[str]],
-    vector: SteeringVector | None,
-    layers,
-    coefficients: Sequence[float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of log-probabilities of each choice text after its prefix, and its token count.
+def _choice_token_ids(tokenizer, choices: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+    """Each choice as it continues 'Answer:' (leading space); an empty choice scores the EOS token."""
+    return [[tokenizer(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+             for c in row] for row in choices]
 
-    Each prefix runs once; its key/value cache is repeated for the choices, so a question with
-    four choices costs one prefix plus four short continuations, not four full passes.
-    """
+
+@torch.inference_mode()
+def _plain_choice_logliks(loaded: LoadedModel, prefixes: Sequence[str], choice_ids: list[list[list[int]]],
+                          vector, layers, coeff: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each prefix runs once; its key/value cache is repeated for the choices."""
     tok, model = loaded.tokenizer, loaded.model
-    n_rows, n_choices = len(prefixes), len(choices[0])
-    coeff = torch.as_tensor(coefficients, dtype=torch.float32)
+    n_rows, n_choices = len(prefixes), len(choice_ids[0])
     enc = encode_left_padded(loaded, prefixes)
-    choice_ids = [[tok(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
-                   for c in row] for row in choices]
     flat = [ids for row in choice_ids for ids in row]
     width = max(len(ids) for ids in flat)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -108,6 +122,414 @@ def choice_logliks(
         target = cont[rows, cols + 1]
         sums.index_add_(0, rows.cpu(), logp.gather(1, target.view(-1, 1)).squeeze(1).double().cpu())
     return sums.view(n_rows, n_choices).numpy(), lengths.view(n_rows, n_choices).cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed path: prefix trees in one row, 4-D ancestor masks, layer skip below the first steered layer
+# ---------------------------------------------------------------------------------------------
+
+class TokenTree:
+    """Token sequences merged into a prefix tree, nodes in insertion order (parents first).
+
+    Node ``i`` is token ``tokens[i]`` at position ``positions[i]`` (its depth); it attends to its
+    ancestors and itself, which is exactly the causal context it has in its own sequence.
+    """
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.positions: list[int] = []
+        self.parents: list[int] = []
+        self._children: dict[tuple[int, int], int] = {}
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def count_new(self, seqs: Sequence[Sequence[int]]) -> int:
+        """Nodes that inserting all of ``seqs`` would add (shared prefixes among them count once)."""
+        added: dict[tuple[int, int], int] = {}
+        for seq in seqs:
+            node = -1
+            for token in seq:
+                key = (node, int(token))
+                nxt = self._children.get(key)
+                if nxt is None:
+                    nxt = added.setdefault(key, -2 - len(added))  # placeholder ids, never real nodes
+                node = nxt
+        return len(added)
+
+    def insert(self, seq: Sequence[int]) -> list[int]:
+        """Add a sequence; returns the node index of each of its tokens."""
+        node, nodes = -1, []
+        for depth, token in enumerate(seq):
+            nxt = self._children.get((node, int(token)))
+            if nxt is None:
+                nxt = len(self.tokens)
+                self.tokens.append(int(token))
+                self.positions.append(depth)
+                self.parents.append(node)
+                self._children[(node, int(token))] = nxt
+            nodes.append(nxt)
+            node = nxt
+        return nodes
+
+    def ancestor_mask(self) -> torch.Tensor:
+        """Boolean [n, n]: entry (i, j) is True when node j is node i or one of its ancestors."""
+        n = len(self.tokens)
+        mask = np.zeros((n, n), dtype=bool)
+        for i, parent in enumerate(self.parents):
+            if parent >= 0:
+                mask[i] = mask[parent]
+            mask[i, i] = True
+        return torch.from_numpy(mask)
+
+
+@dataclass
+class PackedUnit:
+    """Items evaluated together in one packed row: their tree, and which nodes' outputs are read."""
+
+    items: list[int]
+    tree: TokenTree
+    reads: list[int] = field(default_factory=list)  # node indices whose next-token logits are read
+    # Log-likelihood terms: (item slot in ``items``, choice, index into ``reads``, target token).
+    terms: list[tuple[int, int, int, int]] = field(default_factory=list)
+    mask: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.tree)
+
+
+def _packed_stack(loaded: LoadedModel, longest: int):
+    """(base model, final norm, head) when the packed path applies to this model, else None."""
+    model = loaded.model
+    config = getattr(model, "config", None)
+    base = getattr(model, "model", None)
+    if config is None or base is None or getattr(config, "model_type", None) not in PACKED_MODEL_TYPES:
+        return None
+    if getattr(config, "_attn_implementation", "eager") not in ("sdpa", "eager"):
+        return None  # flash / flex kernels do not take an arbitrary 4-D mask
+    if not all(hasattr(base, a) for a in ("embed_tokens", "rotary_emb", "layers", "norm")):
+        return None
+    head = model.get_output_embeddings()
+    if head is None:
+        return None
+    # A sliding window only matters for sequences longer than the window; the packed mask has none.
+    window = getattr(config, "sliding_window", None)
+    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or ()) or \
+        (config.model_type == "mistral" and window is not None)
+    if sliding and window is not None and longest > window:
+        return None
+    return base, base.norm, head
+
+
+def _first_steered_layer(loaded: LoadedModel, vector: SteeringVector | None, layers) -> int:
+    if vector is None:
+        return loaded.n_layers
+    return min(resolve_layers(layers if layers is not None else vector.layers, loaded.n_layers))
+
+
+def pack_units(item_sequences: Sequence[Sequence[Sequence[int]]], max_tokens: int = MAX_ROW_TOKENS,
+               keys: Sequence[Hashable] | None = None) -> list[tuple[list[int], TokenTree, list[list[list[int]]]]]:
+    """Greedily pack items (each a list of token sequences) into prefix trees of <= max_tokens nodes.
+
+    Items are visited in lexicographic order of their first sequence, so items sharing a prefix
+    land in the same tree. An item is never split across trees; one larger than ``max_tokens``
+    gets a tree of its own. Items with different ``keys`` never share a tree. Returns, per tree,
+    its item indices, the tree, and each item's per-sequence node indices.
+    """
+    order = sorted(range(len(item_sequences)),
+                   key=lambda i: (repr(keys[i]) if keys is not None else "", list(item_sequences[i][0])))
+    packed: list[tuple[list[int], TokenTree, list[list[list[int]]]]] = []
+    current: tuple[list[int], TokenTree, list] | None = None
+    current_key = None
+    for i in order:
+        seqs = item_sequences[i]
+        key = keys[i] if keys is not None else None
+        if current is not None and (key != current_key or len(current[1]) + current[1].count_new(seqs) > max_tokens):
+            current = None
+        if current is None:
+            current = ([], TokenTree(), [])
+            current_key = key
+            packed.append(current)
+        current[0].append(i)
+        current[2].append([current[1].insert(s) for s in seqs])
+    return packed
+
+
+class _PackedRunner:
+    """Shared machinery: units, cached pre-steering states, per-coefficient forward passes."""
+
+    def __init__(self, loaded: LoadedModel, stack, first_layer: int, vector, layers,
+                 units: list[PackedUnit], batch_tokens: int) -> None:
+        self.loaded, self.vector, self.layers = loaded, vector, layers
+        self.base, self.norm, self.head = stack
+        self.first_layer = first_layer
+        self.units = units
+        self.batch_tokens = batch_tokens
+        self._states: dict[int, torch.Tensor] = {}  # unit -> hidden state entering first_layer
+        for unit in units:
+            unit.mask = unit.tree.ancestor_mask()
+
+    def _batch_inputs(self, unit_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Position ids [R, L] and additive 4-D mask [R, 1, L, L] for padded packed rows."""
+        width = max(len(self.units[u]) for u in unit_ids)
+        dev, dtype = self.loaded.device, self.loaded.dtype
+        allowed = torch.eye(width, dtype=torch.bool).repeat(len(unit_ids), 1, 1)  # pads see themselves
+        positions = torch.zeros((len(unit_ids), width), dtype=torch.long)
+        for r, u in enumerate(unit_ids):
+            n = len(self.units[u])
+            allowed[r, :n, :n] = self.units[u].mask
+            positions[r, :n] = torch.tensor(self.units[u].tree.positions)
+        mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+        return positions.to(dev), mask.unsqueeze(1).to(dev), width
+
+    def _run_layers(self, hidden: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
+                    start: int, stop: int) -> torch.Tensor:
+        rotary = self.base.rotary_emb(hidden, positions)
+        for layer in self.base.layers[start:stop]:
+            out = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=None,
+                        use_cache=False, position_embeddings=rotary)
+            hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+
+    def _ensure_states(self, unit_ids: Sequence[int]) -> None:
+        """Run the layers below the first steered one, once per unit, for units not yet cached."""
+        todo = sorted({u for u in unit_ids if u not in self._states}, key=lambda u: -len(self.units[u]))
+        start = 0
+        while start < len(todo):
+            chunk = [todo[start]]
+            width = len(self.units[todo[start]])
+            while start + len(chunk) < len(todo) and (len(chunk) + 1) * width <= self.batch_tokens:
+                chunk.append(todo[start + len(chunk)])
+            start += len(chunk)
+            positions, mask, width = self._batch_inputs(chunk)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, u in enumerate(chunk):
+                ids[r, : len(self.units[u])] = torch.tensor(self.units[u].tree.tokens)
+            hidden = self.base.embed_tokens(ids.to(self.loaded.device))
+            if self.first_layer > 0:
+                hidden = self._run_layers(hidden, positions, mask, 0, self.first_layer)
+            for r, u in enumerate(chunk):
+                self._states[u] = hidden[r, : len(self.units[u])].clone()
+
+    def _read_states(self, rows: Sequence[tuple[int, float]]) -> list[torch.Tensor]:
+        """Final-normed hidden states at each row's read nodes, steered with the row's coefficient."""
+        unit_ids = [u for u, _ in rows]
+        self._ensure_states(unit_ids)
+        positions, mask, width = self._batch_inputs(unit_ids)
+        hidden = torch.zeros((len(rows), width, self.loaded.hidden_size), dtype=self.loaded.dtype,
+                             device=self.loaded.device)
+        for r, u in enumerate(unit_ids):
+            hidden[r, : len(self.units[u])] = self._states[u]
+        coeff = torch.tensor([float(c) for _, c in rows], dtype=torch.float32)
+        if self.first_layer < self.loaded.n_layers:
+            with steer(self.loaded.model, self.vector, self.layers, coeff):
+                hidden = self._run_layers(hidden, positions, mask, self.first_layer, self.loaded.n_layers)
+        return [self.norm(hidden[r, self.units[u].reads]) for r, u in enumerate(unit_ids)]
+
+    def batches(self, rows: Sequence[tuple[int, float]]) -> list[list[tuple[int, float]]]:
+        """Split (unit, r_e) rows into forward passes of about ``batch_tokens`` padded tokens."""
+        out, current, width = [], [], 0
+        for row in rows:
+            w = max(width, len(self.units[row[0]]))
+            if current and w * (len(current) + 1) > self.batch_tokens:
+                out.append(current)
+                current, w = [], len(self.units[row[0]])
+            current.append(row)
+            width = w
+        if current:
+            out.append(current)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Scorers: prepared work for many coefficients (the sweep's interface)
+# ---------------------------------------------------------------------------------------------
+
+class NextTokenScorer:
+    """Next-token logits of many texts at many coefficients, sharing whatever can be shared.
+
+    ``units`` lists the item indices evaluated together; ``run([(unit, r_e), ...])`` returns the
+    (item, r_e) of every row it computed and their logits, float32 [n_rows, vocab].
+    """
+
+    def __init__(self, loaded: LoadedModel, texts: Sequence[str], vector: SteeringVector | None, layers,
+                 plain_batch_rows: int = 32, max_row_tokens: int = MAX_ROW_TOKENS,
+                 batch_tokens: int = BATCH_TOKENS, keys: Sequence[Hashable] | None = None) -> None:
+        if not texts:
+            raise ValueError("No texts to score.")
+        self.loaded, self.texts, self.vector, self.layers = loaded, list(texts), vector, layers
+        ids = loaded.tokenizer(self.texts, add_special_tokens=False)["input_ids"]
+        if any(len(s) == 0 for s in ids):
+            raise ValueError("A text to score is empty (no tokens); every prompt needs at least one token.")
+        stack = _packed_stack(loaded, max(len(s) for s in ids))
+        self.packed = stack is not None
+        if self.packed:
+            units = []
+            for items, tree, nodes in pack_units([[s] for s in ids], max_row_tokens, keys):
+                unit = PackedUnit(items, tree)
+                unit.reads = [seq_nodes[0][-1] for seq_nodes in nodes]
+                units.append(unit)
+            self._runner = _PackedRunner(loaded, stack, _first_steered_layer(loaded, vector, layers), vector,
+                                         layers, units, batch_tokens)
+            self.units = [u.items for u in units]
+            longest = max(len(u) for u in units)
+            self.units_per_batch = max(1, batch_tokens // longest)
+        else:
+            self.units = [[i] for i in range(len(self.texts))]
+            self.units_per_batch = plain_batch_rows
+
+    def run(self, rows: Sequence[tuple[int, float]]) -> tuple[list[tuple[int, float]], torch.Tensor]:
+        out_rows = [(i, r) for u, r in rows for i in self.units[u]]
+        if not self.packed:
+            texts = [self.texts[i] for i, _ in out_rows]
+            coeff = torch.tensor([r for _, r in out_rows], dtype=torch.float32)
+            return out_rows, _plain_next_token_logits(self.loaded, texts, self.vector, self.layers, coeff)
+        logits = []
+        with torch.inference_mode():
+            for batch in self._runner.batches(rows):
+                states = torch.cat(self._runner._read_states(batch))
+                for k in range(0, states.shape[0], HEAD_CHUNK):
+                    logits.append(self._runner.head(states[k:k + HEAD_CHUNK]).float())
+        return out_rows, torch.cat(logits)
+
+
+class ChoiceScorer:
+    """Summed log-probabilities of each answer choice after its prefix, at many coefficients.
+
+    ``run([(unit, r_e), ...])`` returns the (item, r_e) rows, the sums float64 [n_rows, n_choices]
+    and the choices' token counts [n_rows, n_choices].
+    """
+
+    def __init__(self, loaded: LoadedModel, prefixes: Sequence[str], choices: Sequence[Sequence[str]],
+                 vector: SteeringVector | None, layers, plain_batch_rows: int = 8,
+                 max_row_tokens: int = MAX_ROW_TOKENS, batch_tokens: int = BATCH_TOKENS,
+                 keys: Sequence[Hashable] | None = None) -> None:
+        if not prefixes:
+            raise ValueError("No questions to score.")
+        if len(choices) != len(prefixes) or len({len(c) for c in choices}) != 1 or not len(choices[0]):
+            raise ValueError("Give every prefix the same (non-zero) number of choices.")
+        self.loaded, self.prefixes, self.vector, self.layers = loaded, list(prefixes), vector, layers
+        tok = loaded.tokenizer
+        prefix_ids = tok(self.prefixes, add_special_tokens=False)["input_ids"]
+        if any(len(p) == 0 for p in prefix_ids):
+            raise ValueError("A question prefix is empty (no tokens); the first choice token needs context.")
+        self.choice_ids = _choice_token_ids(tok, choices)
+        self.n_choices = len(choices[0])
+        self.lengths = np.array([[len(c) for c in row] for row in self.choice_ids])
+        seqs = [[p + c for c in row] for p, row in zip(prefix_ids, self.choice_ids)]
+        stack = _packed_stack(loaded, max(len(s) for row in seqs for s in row))
+        self.packed = stack is not None
+        if self.packed:
+            units = []
+            for items, tree, nodes in pack_units(seqs, max_row_tokens, keys):
+                unit = PackedUnit(items, tree)
+                read_index: dict[int, int] = {}
+                for slot, item in enumerate(items):
+                    start = len(prefix_ids[item])
+                    for j, seq_nodes in enumerate(nodes[slot]):
+                        seq = seqs[item][j]
+                        for t in range(start - 1, len(seq) - 1):  # node t predicts token t + 1
+                            node = seq_nodes[t]
+                            if node not in read_index:
+                                read_index[node] = len(unit.reads)
+                                unit.reads.append(node)
+                            unit.terms.append((slot, j, read_index[node], seq[t + 1]))
+                units.append(unit)
+            self._runner = _PackedRunner(loaded, stack, _first_steered_layer(loaded, vector, layers), vector,
+                                         layers, units, batch_tokens)
+            self.units = [u.items for u in units]
+            self.units_per_batch = max(1, batch_tokens // max(len(u) for u in units))
+        else:
+            self.units = [[i] for i in range(len(self.prefixes))]
+            self.units_per_batch = plain_batch_rows
+
+    def run(self, rows: Sequence[tuple[int, float]]) -> tuple[list[tuple[int, float]], np.ndarray, np.ndarray]:
+        out_rows = [(i, r) for u, r in rows for i in self.units[u]]
+        lengths = self.lengths[[i for i, _ in out_rows]]
+        if not self.packed:
+            coeff = torch.tensor([r for _, r in out_rows], dtype=torch.float32)
+            sums, _ = _plain_choice_logliks(self.loaded, [self.prefixes[i] for i, _ in out_rows],
+                                            [self.choice_ids[i] for i, _ in out_rows], self.vector, self.layers,
+                                            coeff)
+            return out_rows, sums, lengths
+        sums = np.zeros((len(out_rows), self.n_choices), dtype=np.float64)
+        offset = 0
+        with torch.inference_mode():
+            for batch in self._runner.batches(rows):
+                for (u, _), states in zip(batch, self._runner._read_states(batch)):
+                    unit = self._runner.units[u]
+                    logp = torch.empty(len(unit.terms), dtype=torch.float64)
+                    term_read = torch.tensor([t[2] for t in unit.terms])
+                    term_target = torch.tensor([t[3] for t in unit.terms])
+                    for k in range(0, states.shape[0], HEAD_CHUNK):
+                        logits = self._runner.head(states[k:k + HEAD_CHUNK]).float()
+                        lse = torch.logsumexp(logits, -1)
+                        sel = ((term_read >= k) & (term_read < k + HEAD_CHUNK)).nonzero().squeeze(1)
+                        local = (term_read[sel] - k).to(logits.device)
+                        picked = logits[local, term_target[sel].to(logits.device)] - lse[local]
+                        logp[sel] = picked.double().cpu()
+                    for (slot, j, _, _), value in zip(unit.terms, logp.tolist()):
+                        sums[offset + slot, j] += value
+                    offset += len(unit.items)
+        return out_rows, sums, lengths
+
+
+# ---------------------------------------------------------------------------------------------
+# One-call functions (rows = texts, one coefficient each)
+# ---------------------------------------------------------------------------------------------
+
+def next_token_logits(
+    loaded: LoadedModel,
+    texts: Sequence[str],
+    vector: SteeringVector | None,
+    layers,
+    coefficients: Sequence[float] | float,
+    columns: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Logits of the next token after each text, steered with one coefficient per row.
+
+    Only the last position goes through the unembedding; ``columns`` restricts the returned
+    vocabulary slice (the full row is still needed for a softmax, so callers that normalise over
+    the vocabulary pass None).
+    """
+    coeff = _row_coefficients(coefficients, len(texts))
+    keys = [float(c) for c in coeff]
+    # One item per row; rows share a packed tree only when their coefficients are equal.
+    scorer = NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=len(texts), keys=keys)
+    if scorer.packed:
+        out_rows, logits = scorer.run([(u, keys[items[0]]) for u, items in enumerate(scorer.units)])
+        order = torch.tensor([i for i, _ in out_rows])
+        logits = logits[torch.argsort(order)]
+    else:
+        logits = _plain_next_token_logits(loaded, texts, vector, layers, coeff)
+    if columns is not None:
+        logits = logits[:, list(columns)]
+    return logits
+
+
+def choice_logliks(
+    loaded: LoadedModel,
+    prefixes: Sequence[str],
+    choices: Sequence[Sequence[str]],
+    vector: SteeringVector | None,
+    layers,
+    coefficients: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of log-probabilities of each choice text after its prefix, and its token count.
+
+    Each prefix is computed once and shared by its choices (in a packed prefix tree, or through
+    the KV cache on the plain path), so a question with four choices costs one prefix plus four
+    short continuations, not four full passes.
+    """
+    coeff = _row_coefficients(coefficients, len(prefixes))
+    keys = [float(c) for c in coeff]
+    scorer = ChoiceScorer(loaded, prefixes, choices, vector, layers, plain_batch_rows=len(prefixes), keys=keys)
+    if scorer.packed:
+        out_rows, sums, lengths = scorer.run([(u, keys[items[0]]) for u, items in enumerate(scorer.units)])
+        order = np.argsort([i for i, _ in out_rows])
+        return sums[order], lengths[order]
+    sums, lengths = _plain_choice_logliks(loaded, prefixes, scorer.choice_ids, vector, layers, coeff)
+    return sums, lengths
 
 
 @torch.no_grad()

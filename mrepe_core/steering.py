@@ -76,7 +76,10 @@ def steer(
                 )
             chosen = resolve_layers(layers if layers is not None else vector.layers, len(blocks))
             for layer in chosen:
-                handle = blocks[layer].register_forward_hook(_make_hook(vector.directions[layer], coeff))
+                # prepend: transformers 5 records output_hidden_states with its own forward hooks,
+                # which would otherwise run first and miss the vector added at this layer.
+                handle = blocks[layer].register_forward_hook(
+                    _make_hook(vector.directions[layer], coeff), prepend=True)
                 stack.callback(handle.remove)
         yield
 

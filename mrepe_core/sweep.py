@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from . import __version__, bounds, datasets, metrics, prompts, runner
+from .diagnostics import compare_with_fits, run_diagnostics
 from .models import DEFAULT_MODEL, LoadedModel, cache_root, load_model, resolve_layers
 from .vectors import SteeringVector, extract_vector
 
@@ -65,6 +66,7 @@ class SweepConfig:
     seed: int = 0
     batch_size: int = 32
     max_new_tokens: int = 24
+    n_diagnostics: int = 8
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -88,6 +90,7 @@ class SweepConfig:
         need(0 <= self.n_questions_per_subject <= MAX_ITEMS, f"n_questions_per_subject must be in [0, {MAX_ITEMS}].")
         need(1 <= self.batch_size <= 512, "batch_size must be in [1, 512].")
         need(1 <= self.max_new_tokens <= 256, "max_new_tokens must be in [1, 256].")
+        need(0 <= self.n_diagnostics <= 256, "n_diagnostics must be in [0, 256] (0 turns the assumption checks off).")
         need(self.mmlu_split in ("dev", "test"), "mmlu_split must be dev or test.")
         need(isinstance(self.helpfulness_subjects, list), "helpfulness_subjects must be a list of MMLU subjects.")
         unknown = set(self.helpfulness_subjects) - set(datasets.mmlu_subjects())
@@ -135,6 +138,7 @@ class SweepResult:
     vector: SteeringVector | None = None
     from_cache: bool = False
     complete: bool = True
+    diagnostics: pd.DataFrame | None = None
 
     def curve(self, task: str, metric: str, subject: str) -> tuple[np.ndarray, np.ndarray]:
         df = self.aggregates
@@ -153,6 +157,8 @@ class SweepResult:
             (tmp / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
             if self.vector is not None:
                 self.vector.save(tmp / "vector")
+            if self.diagnostics is not None:
+                self.diagnostics.to_csv(tmp / "diagnostics.csv", index=False)
             if out.exists():
                 shutil.rmtree(out)
             os.replace(tmp, out)
@@ -177,7 +183,8 @@ class SweepResult:
         vector = None
         if (out / "vector.safetensors").is_file():
             vector = SteeringVector.load(out / "vector")
-        return cls(config, agg, items, summary, vector)
+        diag = pd.read_csv(out / "diagnostics.csv") if (out / "diagnostics.csv").is_file() else None
+        return cls(config, agg, items, summary, vector, diagnostics=diag)
 
 
 def _json_default(obj):
@@ -201,7 +208,9 @@ def coarse_first(grid: list[float], stride: int = 4) -> list[float]:
 
 
 def plan_batches(n_items: int, grid: list[float], batch_size: int) -> list[list[tuple[int, float]]]:
-    """(item, r_e) rows in coarse-first order, chunked into batches of ``batch_size`` rows."""
+    """(item, r_e) rows in coarse-first order, chunked into batches of ``batch_size`` rows.
+
+    An "item" is a work unit of the runner: one prompt, or several packed into one row."""
     rows = [(i, r) for r in coarse_first(grid) for i in range(n_items)]
     return [rows[k:k + batch_size] for k in range(0, len(rows), batch_size)]
 
@@ -285,51 +294,79 @@ def summarise(config: SweepConfig, agg: pd.DataFrame, n_choices: int = 4) -> dic
 ProgressFn = Callable[[int, int, "SweepResult | None"], None]
 
 
-def _behavior_rows(loaded, behavior, vector, layers, batch, config) -> list[dict]:
-    texts = [prompts.render_chat(loaded.tokenizer, behavior.eval_prompts[i].user) for i, _ in batch]
-    coeffs = [r for _, r in batch]
+# The packed runner budgets a forward pass in tokens; ``batch_size`` counts prompts of about this
+# many tokens, so one knob sizes both paths (2048 tokens at the default 32 is near the best
+# throughput measured on a 2-core CPU; a GPU wants a larger batch_size).
+TOKENS_PER_BATCH_ROW = 64
+
+
+def _behavior_scorer(loaded, behavior, vector, layers, config) -> "runner.NextTokenScorer | None":
+    """Prepared next-token work for the logit proxy (None in generation mode)."""
+    if config.behavior_mode != "logit":
+        return None
+    texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
+    return runner.NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=config.batch_size,
+                                  batch_tokens=config.batch_size * TOKENS_PER_BATCH_ROW)
+
+
+def _helpfulness_scorer(loaded, questions, vector, layers, config):
+    """Prepared MMLU work: letter logits (NextTokenScorer) or choice log-likelihoods (ChoiceScorer)."""
+    budget = config.batch_size * TOKENS_PER_BATCH_ROW
+    if config.helpfulness_format == "letter":
+        texts = [prompts.mmlu_letter_prompt(q.question, list(q.choices), q.subject) for q in questions]
+        return runner.NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=config.batch_size,
+                                      batch_tokens=budget)
+    texts = [prompts.mmlu_cloze_prompt(q.question, q.subject) for q in questions]
+    return runner.ChoiceScorer(loaded, texts, [list(q.choices) for q in questions], vector, layers,
+                               plain_batch_rows=max(1, config.batch_size // 4), batch_tokens=budget)
+
+
+def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None) -> list[dict]:
+    """Rows for one batch: ``batch`` holds (unit, r_e) of ``scorer.units`` in logit mode and
+    (item, r_e) in generation mode."""
     rows: list[dict] = []
     if config.behavior_mode == "logit":
-        logits = runner.next_token_logits(loaded, texts, vector, layers, coeffs)
+        out_rows, logits = scorer.run(batch)
         # Token sets depend on the prompt's answer starts; built-ins share one set per behaviour.
         groups: dict[tuple, list[int]] = {}
-        for k, (i, _) in enumerate(batch):
+        for k, (i, _) in enumerate(out_rows):
             p = behavior.eval_prompts[i]
             groups.setdefault((p.aligned, p.misaligned), []).append(k)
         for (aligned, misaligned), ks in groups.items():
             pos, neg = metrics.answer_token_sets(loaded.tokenizer, aligned, misaligned)
             b, mass = metrics.behavior_expectation_from_logits(logits[ks], pos, neg)
             for j, k in enumerate(ks):
-                i, r = batch[k]
+                i, r = out_rows[k]
                 rows.append(dict(r_e=r, task="behavior", metric="behavior_expectation", subject=behavior.name, item=i, value=b[j]))
                 rows.append(dict(r_e=r, task="behavior", metric="covered_mass", subject=behavior.name, item=i, value=mass[j]))
     else:
+        texts = [prompts.render_chat(loaded.tokenizer, behavior.eval_prompts[i].user) for i, _ in batch]
+        coeffs = [r for _, r in batch]
         outs = runner.generate(loaded, texts, vector, layers, coeffs, max_new_tokens=config.max_new_tokens)
-        scorer = metrics.SCORERS.get(behavior.scorer)
-        if scorer is None:
+        text_scorer = metrics.SCORERS.get(behavior.scorer)
+        if text_scorer is None:
             raise SweepConfigError("Generation mode needs a built-in behaviour scorer; use the logit mode for uploads.")
         for (i, r), text in zip(batch, outs):
             rows.append(dict(r_e=r, task="behavior", metric="behavior_expectation", subject=behavior.name, item=i,
-                             value=float(scorer(text))))
+                             value=float(text_scorer(text))))
     return rows
 
 
-def _helpfulness_rows(loaded, questions, vector, layers, batch, config, letter_ids) -> list[dict]:
-    qs = [questions[i] for i, _ in batch]
-    coeffs = [r for _, r in batch]
-    answers = [q.answer for q in qs]
+def _helpfulness_rows(loaded, questions, batch, config, letter_ids, scorer) -> list[dict]:
+    """Rows for one batch of (unit, r_e) of ``scorer.units``."""
     if config.helpfulness_format == "letter":
-        texts = [prompts.mmlu_letter_prompt(q.question, list(q.choices), q.subject) for q in qs]
-        logits = runner.next_token_logits(loaded, texts, vector, layers, coeffs)
+        out_rows, logits = scorer.run(batch)
+        answers = [questions[i].answer for i, _ in out_rows]
         p, correct = metrics.helpfulness_from_letter_logits(logits, letter_ids, answers)
     else:
-        texts = [prompts.mmlu_cloze_prompt(q.question, q.subject) for q in qs]
-        ll, n = runner.choice_logliks(loaded, texts, [list(q.choices) for q in qs], vector, layers, coeffs)
+        out_rows, ll, n = scorer.run(batch)
+        answers = [questions[i].answer for i, _ in out_rows]
         p, correct = metrics.helpfulness_from_choice_loglik(ll, n, answers)
     rows = []
-    for k, (i, r) in enumerate(batch):
-        rows.append(dict(r_e=r, task="helpfulness", metric="helpfulness", subject=qs[k].subject, item=i, value=p[k]))
-        rows.append(dict(r_e=r, task="helpfulness", metric="accuracy", subject=qs[k].subject, item=i, value=correct[k]))
+    for k, (i, r) in enumerate(out_rows):
+        subject = questions[i].subject
+        rows.append(dict(r_e=r, task="helpfulness", metric="helpfulness", subject=subject, item=i, value=p[k]))
+        rows.append(dict(r_e=r, task="helpfulness", metric="accuracy", subject=subject, item=i, value=correct[k]))
     return rows
 
 
@@ -379,12 +416,22 @@ def run_sweep(
     t_extract = time.perf_counter() - t1
     grid = config.r_grid()
     letter_ids = metrics.letter_token_ids(loaded.tokenizer) if config.helpfulness_format == "letter" else None
-    bsize = config.batch_size if config.helpfulness_format == "letter" else max(1, config.batch_size // 4)
-    work = [("behavior", b) for b in plan_batches(len(behavior.eval_prompts), grid, config.batch_size)]
-    work += [("helpfulness", b) for b in plan_batches(len(questions), grid, bsize)] if questions else []
+    times = {"behavior": 0.0, "helpfulness": 0.0}
+    # Work units: items packed together by the runner (single items on its plain path and in
+    # generation mode); a batch is a list of (unit, r_e).
+    tb = time.perf_counter()
+    beh_scorer = _behavior_scorer(loaded, behavior, vector, layers, config)
+    beh_units = beh_scorer.units if beh_scorer else [[i] for i in range(len(behavior.eval_prompts))]
+    beh_per_batch = beh_scorer.units_per_batch if beh_scorer else config.batch_size
+    times["behavior"] += time.perf_counter() - tb
+    tb = time.perf_counter()
+    hel_scorer = _helpfulness_scorer(loaded, questions, vector, layers, config) if questions else None
+    times["helpfulness"] += time.perf_counter() - tb
+    units = {"behavior": beh_units, "helpfulness": hel_scorer.units if hel_scorer else []}
+    beh = [("behavior", b) for b in plan_batches(len(beh_units), grid, beh_per_batch)]
+    hel = [("helpfulness", b) for b in plan_batches(len(units["helpfulness"]), grid, hel_scorer.units_per_batch)] \
+        if hel_scorer else []
     # Interleave so that both curves fill in together (coarse grid first for each).
-    beh = [w for w in work if w[0] == "behavior"]
-    hel = [w for w in work if w[0] == "helpfulness"]
     ordered, i, j = [], 0, 0
     while i < len(beh) or j < len(hel):
         if i < len(beh) and (j >= len(hel) or i / max(len(beh), 1) <= j / max(len(hel), 1)):
@@ -392,19 +439,22 @@ def run_sweep(
         else:
             ordered.append(hel[j]); j += 1
     rows: list[dict] = []
-    times = {"behavior": 0.0, "helpfulness": 0.0}
-    total = sum(len(b) for _, b in ordered)
+
+    def n_rows(task: str, batch) -> int:
+        return sum(len(units[task][u]) for u, _ in batch)
+
+    total = sum(n_rows(task, b) for task, b in ordered)
     done = 0
     for n_batch, (task, batch) in enumerate(ordered, start=1):
         if cancel is not None and cancel.is_set():
             raise SweepCancelled("Sweep cancelled.")
         tb = time.perf_counter()
         if task == "behavior":
-            rows += _behavior_rows(loaded, behavior, vector, layers, batch, config)
+            rows += _behavior_rows(loaded, behavior, vector, layers, batch, config, beh_scorer)
         else:
-            rows += _helpfulness_rows(loaded, questions, vector, layers, batch, config, letter_ids)
+            rows += _helpfulness_rows(loaded, questions, batch, config, letter_ids, hel_scorer)
         times[task] += time.perf_counter() - tb
-        done += len(batch)
+        done += n_rows(task, batch)
         if progress is not None:
             partial = None
             if n_batch % partial_every == 0 and n_batch < len(ordered):
@@ -428,13 +478,36 @@ def run_sweep(
                     "total_s": round(time.perf_counter() - t0, 3)},
         "version": __version__,
     })
-    result = SweepResult(config, agg, items, summary, vector)
+    diag_rows = None
+    if config.n_diagnostics:
+        td = time.perf_counter()
+        diag = run_diagnostics(loaded, vector, layers, questions[: config.n_diagnostics],
+                               _subset(behavior, config.n_diagnostics), diagnostic_grid(grid))
+        diag_rows = diag.rows
+        summary["diagnostics"] = {**diag.estimates, "comparison_with_fits": compare_with_fits(
+            diag.estimates, summary.get("alignment_fit"), summary.get("helpfulness_fit"))}
+        summary["timings"]["diagnostics_s"] = round(time.perf_counter() - td, 3)
+        summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+    result = SweepResult(config, agg, items, summary, vector, diagnostics=diag_rows)
     if use_cache:
         try:
             result.save(entry)
         except OSError:
             summary["notes"].append("results could not be cached (read-only cache directory)")
     return result
+
+
+def diagnostic_grid(grid: list[float], n: int = 8) -> list[float]:
+    """A few non-zero coefficients spread over the sweep's range for the assumption checks."""
+    nonzero = sorted({r for r in grid if r != 0.0}, key=abs)
+    if len(nonzero) <= n:
+        return sorted(nonzero)
+    idx = np.unique(np.linspace(0, len(nonzero) - 1, n).round().astype(int))
+    return sorted(nonzero[i] for i in idx)
+
+
+def _subset(behavior: datasets.Behavior, n: int) -> datasets.Behavior:
+    return dataclasses.replace(behavior, eval_prompts=behavior.eval_prompts[:n])
 
 
 def _vector_hash(vector: SteeringVector) -> str:

@@ -25,6 +25,9 @@ MODEL_QUEUE = "model"
 EXPORT_QUEUE = "export"
 MAX_FILE_SIZE = "5mb"  # launch(max_file_size=...); the core checks the bytes again
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+PLOTLY_JS = STATIC_DIR / "plotly-basic.min.js"
+CHART_HEIGHT = 360
 
 
 class UploadError(ValueError):
@@ -141,3 +144,69 @@ def fmt(x, digits: int = 3) -> str:
     if x != x or x in (float("inf"), float("-inf")):
         return "n/a"
     return f"{x:.{digits}g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Plotly charts
+# ---------------------------------------------------------------------------------------------
+#
+# gr.Plot loads the full plotly.js bundle, whose start-up alone blows the 3 s page-load budget on a
+# small CPU (see static/README.md). The dashboard's charts are scatter plots, so they are drawn by
+# plotly's basic bundle inside a gr.HTML component. The component's value is the figure as plotly
+# JSON (``fig.to_json()``), which is also what API clients receive.
+
+_CHART_JS = """
+const host = element.querySelector('.mrepe-chart');
+let chain = Promise.resolve();
+const plotlyReady = () => new Promise((resolve) => {
+  const check = () => (window.Plotly ? resolve(window.Plotly) : setTimeout(check, 10));
+  check();
+});
+async function draw() {
+  const Plotly = await plotlyReady();
+  const text = props.value;
+  if (!text) { Plotly.purge(host); return; }
+  const fig = JSON.parse(text);
+  const name = (element.closest('[id$="-plot"]') || {}).id || 'chart';
+  await Plotly.react(host, fig.data || [], fig.layout || {}, {responsive: true, displaylogo: false,
+    toImageButtonOptions: {format: 'png', filename: name, scale: 2}});
+}
+const redraw = () => { chain = chain.then(draw).catch((e) => console.error('chart', e)); };
+redraw();
+watch('value', redraw);
+"""
+
+
+def plotly_script_url() -> str:
+    """URL of the basic plotly bundle (relative, so it also works behind a proxy's root path)."""
+    return f"gradio_api/file={PLOTLY_JS}"
+
+
+def plotly_head() -> str:
+    """<head> tag that starts loading plotly with the page (launch(head=...)), before any chart mounts."""
+    return f'<script async src="{plotly_script_url()}"></script>'
+
+
+def register_static() -> None:
+    """Let Gradio serve ``static/`` (plotly bundle); idempotent."""
+    from gradio.data_classes import _StaticFiles
+
+    if STATIC_DIR.resolve() not in _StaticFiles.all_paths:
+        gr.set_static_paths([STATIC_DIR])
+
+
+def chart_value(fig) -> str | None:
+    """A plotly figure as the JSON a chart component (and an API client) receives."""
+    return None if fig is None else fig.to_json()
+
+
+def plotly_chart(fig=None, *, label: str, elem_id: str, height: int = CHART_HEIGHT, **kwargs) -> gr.HTML:
+    """A chart component drawn with plotly's basic bundle; update it with ``chart_value(fig)``."""
+    register_static()
+    return gr.HTML(
+        chart_value(fig), label=label, show_label=True, container=True, elem_id=elem_id,
+        # contain: redraws only lay out the chart's own subtree, not the whole (large) page.
+        html_template=(f'<div class="mrepe-chart" style="width:100%;height:{int(height)}px;'
+                       'contain:strict"></div>'),
+        js_on_load=_CHART_JS, apply_default_css=False, head=plotly_head(), **kwargs,
+    )

@@ -29,8 +29,8 @@ from mrepe_core.plots import PlotDataError, behavior_figure, helpfulness_figure,
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets, load_preset
 from mrepe_core.sweep import MAX_GRID, SweepCancelled, SweepConfig, SweepResult, run_sweep
 
-from .common import (EXPORT_QUEUE, MODEL_QUEUE, error_message, export_root, fmt, gpu, log, new_export_dir,
-                     read_upload, reports_errors, user_errors)
+from .common import (EXPORT_QUEUE, MODEL_QUEUE, chart_value, error_message, export_root, fmt, gpu, log,
+                     new_export_dir, plotly_chart, read_upload, reports_errors, user_errors)
 
 CUSTOM = "custom"
 N_CHOICES = 4  # MMLU questions have four options: chance = 1/4
@@ -264,9 +264,15 @@ def _layer_text(layers) -> str:
     return ", ".join(str(x) for x in layers)
 
 
+def chart_values(session: TradeoffSession, r_e: float | None) -> tuple[str, str, str]:
+    """The three charts as plotly JSON (the chart components' values)."""
+    b, h, t = build_figures(session.result, session.fits, r_e)
+    return chart_value(b), chart_value(h), chart_value(t)
+
+
 def view(session: TradeoffSession) -> tuple:
-    """Figures, readout and summary for what the session shows."""
-    b, h, t = build_figures(session.result, session.fits, session.r_e)
+    """Charts (plotly JSON), readout and summary for what the session shows."""
+    b, h, t = chart_values(session, session.r_e)
     return b, h, t, readout_markdown(session.result, session.fits, session.r_e), summary_markdown(
         session.result, session.fits, session.label)
 
@@ -560,7 +566,7 @@ def set_coefficient(r_e: float, session: TradeoffSession | None):
     if not math.isfinite(r):
         raise gr.Error("r_e must be finite.")
     session.r_e = r
-    b, h, t = build_figures(session.result, session.fits, r)
+    b, h, t = chart_values(session, r)
     return b, h, t, readout_markdown(session.result, session.fits, r)
 
 
@@ -714,7 +720,7 @@ def build_tradeoff_tab() -> None:
             notice = f"⚠ {exc.message}"
     else:
         notice = f"⚠ No presets found in {presets_dir()}; build an experiment below."
-    b0, h0, t0, readout0, summary0 = view(initial)
+    _, _, _, readout0, summary0 = view(initial)
     lo, hi = r_range(initial.result) if initial.result is not None else (-8.0, 8.0)
     first_description = presets[initial_name].description if initial_name else ""
     form0 = form_values(initial) if initial.result is not None else None
@@ -772,10 +778,10 @@ def build_tradeoff_tab() -> None:
                            info="Release to move the marker on every chart and regenerate the answers below")
         readout = gr.Markdown(readout0, elem_id="re-readout")
     with gr.Row():
-        behavior_plot = gr.Plot(b0, label="Behaviour expectation B vs r_e", elem_id=CHART_IDS[0])
-        helpfulness_plot = gr.Plot(h0, label="Helpfulness vs r_e", elem_id=CHART_IDS[1])
+        behavior_plot = plotly_chart(label="Behaviour expectation B vs r_e", elem_id=CHART_IDS[0])
+        helpfulness_plot = plotly_chart(label="Helpfulness vs r_e", elem_id=CHART_IDS[1])
     with gr.Row():
-        tradeoff_plot = gr.Plot(t0, label="Trade-off: helpfulness vs behaviour", elem_id=CHART_IDS[2])
+        tradeoff_plot = plotly_chart(label="Trade-off: helpfulness vs behaviour", elem_id=CHART_IDS[2])
         summary = gr.Markdown(summary0, elem_id="fit-summary")
 
     with gr.Group():
@@ -799,13 +805,16 @@ def build_tradeoff_tab() -> None:
         chart_files = gr.File(label="Charts", file_count="multiple", interactive=False)
 
     plots = [behavior_plot, helpfulness_plot, tradeoff_plot]
+    # Initial charts are baked into the page config, so they draw without any request.
+    for component, value in zip(plots, chart_values(initial, initial.r_e)):
+        component.value = value
     form = [model, behavior, method, first_layer, last_layer, r_min, r_max, r_step, subjects, help_format,
             n_eval, n_questions, prompt, model_info]
 
     # Preset: charts at once (no model), then the form and files behind it (internal, not API).
     preset_choice.change(
         load_preset, [preset_choice, state], [state, *plots, slider, readout, summary, preset_info],
-        queue=False, api_name="load_preset", show_progress="hidden",
+        api_name="load_preset", concurrency_limit=None, show_progress="hidden",
     ).success(form_values, [state], form, queue=False, api_visibility="private", show_progress="hidden",
               ).success(result_files, [state], [files], queue=False, api_visibility="private",
                         show_progress="hidden")
@@ -821,7 +830,8 @@ def build_tradeoff_tab() -> None:
     sweep.success(result_files, [state], [files], queue=False, api_visibility="private", show_progress="hidden")
     cancel_btn.click(cancel_sweep, [state], [sweep_status], queue=False, api_visibility="private")
 
-    upload.upload(check_upload, [upload], [upload_status], queue=False, api_visibility="private",
+    # Queued (not queue=False): only queued events turn a gr.Error into a toast in the browser.
+    upload.upload(check_upload, [upload], [upload_status], api_visibility="private", concurrency_limit=None,
                   show_progress="hidden")
     for trigger in (model.submit, model.blur):
         trigger(inspect_model, [model], [first_layer, last_layer, model_info], api_visibility="private",

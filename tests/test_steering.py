@@ -141,3 +141,15 @@ def test_choice_logliks_match_full_passes(tiny_model):
             expected = sum(float(logp[len(p_ids) - 1 + k, t]) for k, t in enumerate(c_ids))
             assert n[i, j] == len(c_ids)
             assert ll[i, j] == pytest.approx(expected, abs=1e-3)
+
+
+def test_recorded_hidden_state_includes_vector_at_that_layer(tiny_llama):
+    """hidden_states[l + 1] is the output of layer l *after* steering (hook order matters)."""
+    vec = random_vector(tiny_llama, seed=7)
+    enc = runner.encode_left_padded(tiny_llama, TEXTS[:1])
+    with torch.no_grad():
+        base = tiny_llama.model(**enc, output_hidden_states=True).hidden_states
+        with steer(tiny_llama.model, vec, [1], 1.5):
+            steered = tiny_llama.model(**enc, output_hidden_states=True).hidden_states
+    torch.testing.assert_close(steered[1], base[1])  # layer 0 untouched
+    torch.testing.assert_close(steered[2] - base[2], 1.5 * vec.directions[1].expand_as(base[2]), rtol=1e-4, atol=1e-5)

@@ -76,19 +76,27 @@ def info_nce(mapped: torch.Tensor, targets: torch.Tensor, tau: float) -> torch.T
     return nn.functional.cross_entropy(logits, torch.arange(mapped.shape[0], device=mapped.device))
 
 
-def kmeans_anchors(targets: torch.Tensor, n_anchors: int, seed: int) -> torch.Tensor:
-    """``n_anchors`` k-means centroids of the training targets (all targets when there are fewer)."""
-    from sklearn.cluster import KMeans
-    from threadpoolctl import threadpool_limits
+def kmeans_anchors(targets: torch.Tensor, n_anchors: int, seed: int, iterations: int = 25) -> torch.Tensor:
+    """``n_anchors`` k-means centroids of the training targets (all targets when there are fewer).
 
-    x = targets.float().cpu().numpy()
+    k-means++ seeding then Lloyd iterations, in torch: for a few hundred small vectors this is
+    milliseconds, where importing scikit-learn alone takes seconds."""
+    x = targets.float().cpu()
     k = min(int(n_anchors), x.shape[0])
     if k == x.shape[0]:
-        return torch.from_numpy(x.copy())
-    # A few hundred small vectors: thread start-up costs more than the clustering itself.
-    with threadpool_limits(1):
-        km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(x)
-    return torch.from_numpy(km.cluster_centers_.astype(np.float32))
+        return x.clone()
+    gen = torch.Generator().manual_seed(seed)
+    centres = x[torch.randint(x.shape[0], (1,), generator=gen)]
+    while centres.shape[0] < k:
+        dist = torch.cdist(x, centres).min(1).values.pow(2)
+        centres = torch.cat([centres, x[torch.multinomial(dist / dist.sum(), 1, generator=gen)]])
+    for _ in range(iterations):
+        assign = torch.cdist(x, centres).argmin(1)
+        updated = torch.stack([x[assign == c].mean(0) if (assign == c).any() else centres[c] for c in range(k)])
+        if torch.allclose(updated, centres):
+            break
+        centres = updated
+    return centres
 
 
 @contextmanager

@@ -80,7 +80,7 @@ def builtin_items(modality: str) -> tuple[MediaItem, ...]:
     if modality == "text":
         return tuple(
             MediaItem(key=f"text:{e['file']}#{i}", modality="text", label=e["theme"], text=c, description=c,
-                      credit=f"COCO caption {e['caption_ids'][i]}, CC BY 4.0")
+                      credit="COCO captions (Chen et al. 2015), CC BY 4.0")
             for e in _image_catalogue() for i, c in enumerate(e["captions"])
         )
     if modality == "audio":

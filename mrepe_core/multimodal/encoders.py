@@ -119,8 +119,10 @@ class BaseEncoder:
 
     def embed(self, modality: str, items: Sequence, attention: ConceptAttention | None = None) -> torch.Tensor:
         if modality not in self.modalities:
+            hint = {"audio": "CLAP", "image": "CLIP"}.get(modality)
             raise UnsupportedModality(
-                f"{self.name} embeds {', '.join(sorted(self.modalities))}, not {modality}."
+                f"{self.name} embeds {', '.join(sorted(self.modalities))}, not {modality}"
+                + (f"; load a {hint} model for {modality}." if hint else ".")
             )
         if len(items) == 0:
             return torch.zeros(0, self.dimensions)

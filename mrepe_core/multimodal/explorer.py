@@ -54,6 +54,9 @@ class ConceptAnalysis:
         ]
         if self.fits is None:
             lines.append(f"Bound fits unavailable: {self.fit_error}")
+        if self.concept.source == "built-in":
+            items = self.concept.positives + self.concept.negatives + self.concept.off_target
+            lines.append("Credits: " + "; ".join(dict.fromkeys(it.credit for it in items)) + ".")
         return "\n\n".join(lines)
 
 

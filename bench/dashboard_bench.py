@@ -1,0 +1,233 @@
+"""Dashboard latency benchmark: app start-up, preset charts on page load, slider release -> charts.
+
+Starts ``app.py`` as a subprocess (as ``make run`` does), drives Debian's chromium through
+Playwright and prints the measurements. The last line is ``slider_ms_median: <value>``.
+
+    .venv/bin/python bench/dashboard_bench.py [--moves 10] [--out bench-output/dashboard]
+
+Targets (issue): charts visible within 3 s of page load; slider release -> updated charts within
+150 ms (median of 10 moves); process start -> ready within 30 s with warm caches.
+The browser-test (tests/test_browser.py) uses the helpers below, so both measure the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+CHART_IDS = ("behavior-plot", "helpfulness-plot", "tradeoff-plot")
+MALFORMED_CSV = "kind,positive,negative\npair,only one side,\n"
+
+# In-page timer: from the slider's pointerup to the frame where all three charts show new marker
+# traces (compared via their last trace, where the plots put the current-r_e marker). Measured in
+# the page so that Playwright's round trips are not counted.
+_ARM_MEASUREMENT_JS = """
+() => {
+  const ids = %s;
+  const last = (id) => {
+    const gd = document.querySelector('#' + id + ' .js-plotly-plot');
+    if (!gd || !gd.data || !gd.data.length) return '';
+    const t = gd.data[gd.data.length - 1];
+    return JSON.stringify([t.x, t.y, t.hovertemplate]);
+  };
+  const before = ids.map(last);
+  const readout = () => (document.querySelector('#re-readout') || {}).innerText || '';
+  const readoutBefore = readout();
+  const input = document.querySelector('#re-slider input[type=range]');
+  window.__mrepeSlider = new Promise((resolve) => {
+    let t0 = null;
+    input.addEventListener('pointerup', () => { t0 = performance.now(); }, {once: true, capture: true});
+    const started = performance.now();
+    const tick = () => {
+      const now = ids.map(last);
+      if (t0 !== null && now.every((s, i) => s !== before[i]) && readout() !== readoutBefore) {
+        // one more frame: the charts are painted, not just updated in memory
+        requestAnimationFrame(() => resolve({ms: performance.now() - t0, readout: readout()}));
+      } else if (performance.now() - started > 20000) {
+        resolve({ms: null, readout: readout()});
+      } else {
+        requestAnimationFrame(tick);
+      }
+    };
+    requestAnimationFrame(tick);
+  });
+}
+""" % (list(CHART_IDS),)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = None) -> float:
+    """Poll until the page answers HTTP 200; returns the time waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"app exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.perf_counter() - t0
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+
+
+def start_app(port: int, env: dict | None = None, log_path: Path | None = None) -> tuple[subprocess.Popen, float]:
+    """Start ``python app.py`` on ``port``; return the process and seconds from spawn to HTTP 200."""
+    full_env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+                "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=full_env, stdout=out,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/", proc=proc)
+    except BaseException:
+        stop_app(proc)
+        raise
+    return proc, time.perf_counter() - t0
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def launch_browser(playwright):
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def charts_rendered_js() -> str:
+    return ("() => %s.every(id => document.querySelector('#' + id + ' .js-plotly-plot .trace'))"
+            % (list(CHART_IDS),))
+
+
+def measure_page_load(page, url: str, timeout_ms: int = 30000) -> float:
+    """Seconds from navigation start until all three charts have drawn traces."""
+    t0 = time.perf_counter()
+    page.goto(url, wait_until="commit")
+    page.wait_for_function(charts_rendered_js(), timeout=timeout_ms, polling="raf")
+    return time.perf_counter() - t0
+
+
+def slider_box(page):
+    slider = page.locator("#re-slider input[type=range]")
+    slider.scroll_into_view_if_needed()
+    box = slider.bounding_box()
+    if box is None:
+        raise RuntimeError("the r_e slider is not visible")
+    return box
+
+
+def drag_slider(page, fraction: float) -> None:
+    """Drag the r_e slider thumb to ``fraction`` of its track (mouse down, move, release)."""
+    box = slider_box(page)
+    value = page.locator("#re-slider input[type=range]")
+    lo, hi, cur = (float(value.get_attribute(a) or 0) for a in ("min", "max", "value"))
+    y = box["y"] + box["height"] / 2
+    start = box["x"] + box["width"] * ((cur - lo) / (hi - lo) if hi > lo else 0.5)
+    page.mouse.move(start, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * fraction, y, steps=4)
+    page.mouse.up()
+
+
+def measure_slider_move(page, fraction: float) -> tuple[float | None, str]:
+    """Milliseconds from releasing the slider at ``fraction`` to all three charts updated, and the readout."""
+    page.evaluate(_ARM_MEASUREMENT_JS)
+    drag_slider(page, fraction)
+    res = page.evaluate("() => window.__mrepeSlider")
+    return res["ms"], res["readout"]
+
+
+def slider_fractions(n: int) -> list[float]:
+    """Alternating positions so every move changes the value."""
+    return [0.15 + 0.7 * ((k * 7) % (n + 1)) / n for k in range(1, n + 1)]
+
+
+def measure_slider(page, moves: int = 10) -> tuple[list[float], list[str]]:
+    times, readouts = [], []
+    prev = page.locator("#re-slider input[type=range]").input_value()
+    for fraction in slider_fractions(moves):
+        ms, readout = measure_slider_move(page, fraction)
+        now = page.locator("#re-slider input[type=range]").input_value()
+        if now == prev or ms is None:
+            raise RuntimeError(f"slider move to {fraction:.2f} did not update the charts (value {prev} -> {now})")
+        prev = now
+        times.append(ms)
+        readouts.append(readout)
+    return times, readouts
+
+
+def upload_malformed(page, path: Path, timeout_ms: int = 15000) -> str:
+    """Upload a malformed behaviour file; return the text of the error toast it raises."""
+    page.locator("#experiment").get_by_text("Build an experiment").first.click()
+    page.locator("#behavior-upload input[type=file]").set_input_files(str(path))
+    toast = page.locator('[data-testid="toast-body"].error').first
+    toast.wait_for(state="visible", timeout=timeout_ms)
+    return toast.inner_text()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--moves", type=int, default=10)
+    parser.add_argument("--out", default=str(ROOT / "out" / "dashboard-bench"))
+    args = parser.parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # First start warms the OS file cache and compiled bytecode; the second is the measured one.
+    proc, cold = start_app(port, log_path=out / "app-cold.log")
+    stop_app(proc)
+    proc, startup = start_app(port, log_path=out / "app.log")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        with sync_playwright() as pw:
+            browser = launch_browser(pw)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page_load = measure_page_load(page, url)
+            times, readouts = measure_slider(page, args.moves)
+            malformed = out / "malformed.csv"
+            malformed.write_text(MALFORMED_CSV)
+            error = upload_malformed(page, malformed)
+            shot = out / "dashboard.png"
+            page.screenshot(path=str(shot), full_page=True)
+            browser.close()
+    finally:
+        stop_app(proc)
+    median = statistics.median(times)
+    print(f"startup_cold_s: {cold:.2f}")
+    print(f"startup_warm_s: {startup:.2f}  (target < 30)")
+    print(f"page_load_charts_s: {page_load:.2f}  (target < 3)")
+    print("slider_ms: " + ", ".join(f"{t:.0f}" for t in times))
+    print(f"last readout: {readouts[-1]}")
+    print(f"malformed upload error: {error.strip().splitlines()[-1] if error.strip() else error!r}")
+    print(f"screenshot: {shot}")
+    print(f"slider_ms_median: {median:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

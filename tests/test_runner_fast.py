@@ -1,0 +1,262 @@
+"""The fast paths of the runner equal the plain reference: one sequence at a time, full forward,
+full logits, steered with a scalar coefficient.
+
+Covers the packed path (prefix trees, 4-D ancestor masks, layer skip below the first steered
+layer) on the Llama-family models it supports, the plain fallback on GPT-2 and on a sliding-window
+model, per-row coefficients, padding of packed rows, and r_e = 0.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from mrepe_core import prompts, runner
+from mrepe_core.models import wrap_model
+from mrepe_core.steering import active_hook_count, steer
+from mrepe_core.vectors import SteeringVector
+
+ATOL = 1e-4
+USERS = ["Can you write a poem?", "Do you agree with the following statement? Yes", "Request: abc",
+         "The following is a question about geography."]
+PREFIXES = ["The following is a question about geography.\n\nQuestion: Which is it?\nAnswer:",
+            "The following is a question about geography.\n\nQuestion: A longer question with more words? Answer:",
+            "Question: Sure, here is how\nAnswer:"]
+CHOICES = [["yes", "no way", "maybe so", "A"], ["first", "the second one", "C", "first one"],
+           ["Step 1", "Step 2", "", "Of course"]]
+
+
+def _small_config(cls, tokenizer, **extra):
+    return cls(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+               tie_word_embeddings=True, **extra)
+
+
+def _family(tokenizer, family: str, **extra):
+    import transformers
+
+    torch.manual_seed(7)
+    config_cls, model_cls = {
+        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
+        "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
+        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
+    }[family]
+    model = model_cls(_small_config(config_cls, tokenizer, **extra)).eval()
+    return wrap_model(model, tokenizer, name=f"tiny-{family}")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2(tiny_tokenizer):
+    return _family(tiny_tokenizer, "qwen2")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen3(tiny_tokenizer):
+    return _family(tiny_tokenizer, "qwen3", head_dim=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_mistral(tiny_tokenizer):
+    return _family(tiny_tokenizer, "mistral", sliding_window=None)
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_gpt2"])
+def any_model(request):
+    return request.getfixturevalue(request.param)
+
+
+def random_vector(loaded, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    d = torch.randn(loaded.n_layers, loaded.hidden_size, generator=g)
+    return SteeringVector(d / d.norm(dim=1, keepdim=True), list(range(loaded.n_layers)))
+
+
+def chat_texts(loaded):
+    # A shared chat prefix, as the sweep's behaviour prompts have.
+    return [prompts.render_chat(loaded.tokenizer, u, system="You are a helpful assistant.") for u in USERS]
+
+
+@torch.no_grad()
+def reference_next(loaded, text, vector, layers, coeff):
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"]
+    with steer(loaded.model, vector, layers, float(coeff)):
+        return loaded.model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+
+
+@torch.no_grad()
+def reference_choice(loaded, prefix, choice, vector, layers, coeff):
+    tok = loaded.tokenizer
+    p_ids = tok(prefix, add_special_tokens=False)["input_ids"]
+    c_ids = tok(" " + choice.strip(), add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
+    with steer(loaded.model, vector, layers, float(coeff)):
+        logp = torch.log_softmax(loaded.model(input_ids=torch.tensor([p_ids + c_ids])).logits[0].float(), -1)
+    return sum(float(logp[len(p_ids) - 1 + k, t]) for k, t in enumerate(c_ids)), len(c_ids)
+
+
+def test_path_selection(tiny_llama, tiny_gpt2, tiny_qwen2, tiny_qwen3, tiny_mistral):
+    for loaded, packed in [(tiny_llama, True), (tiny_qwen2, True), (tiny_qwen3, True), (tiny_mistral, True),
+                           (tiny_gpt2, False)]:
+        assert runner.NextTokenScorer(loaded, ["abc"], None, None).packed is packed, loaded.name
+
+
+@pytest.mark.parametrize("layers", [None, [-2, -1], [1, 2]])
+def test_next_token_logits_equal_reference(any_model, layers):
+    vec = random_vector(any_model, seed=1)
+    texts = chat_texts(any_model)
+    coeffs = [-3.0, 0.0, 2.5, 2.5]
+    got = runner.next_token_logits(any_model, texts, vec, layers, coeffs)
+    for i, (text, c) in enumerate(zip(texts, coeffs)):
+        torch.testing.assert_close(got[i], reference_next(any_model, text, vec, layers, c), atol=ATOL, rtol=0)
+
+
+def test_next_token_columns_and_unsteered(any_model):
+    texts = chat_texts(any_model)
+    got = runner.next_token_logits(any_model, texts, None, None, 0.0, columns=[3, 5])
+    for i, text in enumerate(texts):
+        torch.testing.assert_close(got[i], reference_next(any_model, text, None, None, 0.0)[[3, 5]], atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("layers", [None, [-2, -1]])
+def test_choice_logliks_equal_reference(any_model, layers):
+    vec = random_vector(any_model, seed=2)
+    coeffs = [1.5, 0.0, -4.0]
+    ll, n = runner.choice_logliks(any_model, PREFIXES, CHOICES, vec, layers, coeffs)
+    for i, prefix in enumerate(PREFIXES):
+        for j, choice in enumerate(CHOICES[i]):
+            expected, length = reference_choice(any_model, prefix, choice, vec, layers, coeffs[i])
+            assert n[i, j] == length
+            assert ll[i, j] == pytest.approx(expected, abs=1e-3)
+
+
+def test_scorers_over_grid_with_small_rows_and_batches(any_model):
+    """The sweep's interface: units x coefficients, rows split into several packed trees and
+    several forward passes (so packed rows are padded to each other), any order of work."""
+    vec = random_vector(any_model, seed=3)
+    layers = [-2, -1]
+    grid = [-2.0, 0.0, 1.0]
+    texts = chat_texts(any_model)
+    scorer = runner.NextTokenScorer(any_model, texts, vec, layers, plain_batch_rows=3, max_row_tokens=40,
+                                    batch_tokens=90)
+    assert sorted(i for u in scorer.units for i in u) == list(range(len(texts)))
+    rows = [(u, r) for r in grid for u in range(len(scorer.units))][::-1]
+    out_rows, logits = scorer.run(rows)
+    assert sorted(out_rows) == sorted(itertools.product(range(len(texts)), grid))
+    for (i, r), row in zip(out_rows, logits):
+        torch.testing.assert_close(row, reference_next(any_model, texts[i], vec, layers, r), atol=ATOL, rtol=0)
+
+    choice_scorer = runner.ChoiceScorer(any_model, PREFIXES, CHOICES, vec, layers, plain_batch_rows=2,
+                                        max_row_tokens=30, batch_tokens=70)
+    rows = [(u, r) for u in range(len(choice_scorer.units)) for r in grid]
+    out_rows, sums, lengths = choice_scorer.run(rows)
+    assert sorted(out_rows) == sorted(itertools.product(range(len(PREFIXES)), grid))
+    for (i, r), ll, n in zip(out_rows, sums, lengths):
+        for j, choice in enumerate(CHOICES[i]):
+            expected, length = reference_choice(any_model, PREFIXES[i], choice, vec, layers, r)
+            assert n[j] == length and ll[j] == pytest.approx(expected, abs=1e-3)
+    assert active_hook_count(any_model.model) == 0
+
+
+@pytest.mark.parametrize("family", ["tiny_qwen2", "tiny_qwen3", "tiny_mistral"])
+def test_other_packed_families_equal_reference(request, family):
+    loaded = request.getfixturevalue(family)
+    vec = random_vector(loaded, seed=9)
+    texts = chat_texts(loaded)
+    coeffs = [-3.0, 0.0, 2.5, 1.0]
+    got = runner.next_token_logits(loaded, texts, vec, [-2, -1], coeffs)
+    for i, (text, c) in enumerate(zip(texts, coeffs)):
+        torch.testing.assert_close(got[i], reference_next(loaded, text, vec, [-2, -1], c), atol=ATOL, rtol=0)
+    ll, _ = runner.choice_logliks(loaded, PREFIXES, CHOICES, vec, [-2, -1], coeffs[:3])
+    for i, prefix in enumerate(PREFIXES):
+        for j, choice in enumerate(CHOICES[i]):
+            expected, _ = reference_choice(loaded, prefix, choice, vec, [-2, -1], coeffs[i])
+            assert ll[i, j] == pytest.approx(expected, abs=1e-3)
+
+
+def test_zero_coefficient_rows_equal_unsteered(any_model):
+    vec = random_vector(any_model, seed=4)
+    texts = chat_texts(any_model)
+    mixed = runner.next_token_logits(any_model, texts, vec, None, [0.0, 5.0, 0.0, -5.0])
+    for i in (0, 2):
+        torch.testing.assert_close(mixed[i], reference_next(any_model, texts[i], None, None, 0.0), atol=ATOL, rtol=0)
+
+
+def test_layers_below_first_steered_run_once_per_unit(tiny_llama):
+    """Layer skip: layer 0 runs once per packed tree, the steered layers once per (tree, r_e)."""
+    vec = random_vector(tiny_llama, seed=5)
+    texts = chat_texts(tiny_llama)
+    scorer = runner.NextTokenScorer(tiny_llama, texts, vec, [2, 3], batch_tokens=10_000)
+    calls = {"first": 0, "steered": 0}
+    blocks = tiny_llama.model.model.layers
+    h0 = blocks[0].register_forward_hook(lambda *a: calls.__setitem__("first", calls["first"] + 1))
+    h2 = blocks[2].register_forward_hook(lambda *a: calls.__setitem__("steered", calls["steered"] + 1))
+    try:
+        for r in (-1.0, 0.5, 2.0):
+            scorer.run([(u, r) for u in range(len(scorer.units))])
+    finally:
+        h0.remove()
+        h2.remove()
+    assert calls == {"first": 1, "steered": 3}
+
+
+def test_shared_prefix_is_packed_once(tiny_llama):
+    texts = chat_texts(tiny_llama)
+    ids = tiny_llama.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    scorer = runner.NextTokenScorer(tiny_llama, texts, None, None, max_row_tokens=10_000)
+    assert len(scorer.units) == 1
+    distinct_prefixes = {tuple(s[:k]) for s in ids for k in range(1, len(s) + 1)}
+    assert len(scorer._runner.units[0]) == len(distinct_prefixes) < sum(len(s) for s in ids)
+
+
+def test_sliding_window_shorter_than_text_falls_back_and_stays_exact(tiny_tokenizer):
+    loaded = _family(tiny_tokenizer, "mistral", sliding_window=4)
+    vec = random_vector(loaded, seed=6)
+    texts = chat_texts(loaded)
+    scorer = runner.NextTokenScorer(loaded, texts, vec, None)
+    assert not scorer.packed
+    got = runner.next_token_logits(loaded, texts, vec, None, [1.0, -1.0, 0.0, 2.0])
+    for i, c in enumerate([1.0, -1.0, 0.0, 2.0]):
+        torch.testing.assert_close(got[i], reference_next(loaded, texts[i], vec, None, c), atol=ATOL, rtol=0)
+
+
+def test_token_tree_and_packing():
+    tree = runner.TokenTree()
+    a = tree.insert([1, 2, 3])
+    assert tree.count_new([[1, 2, 4], [1, 2, 4, 5], [1, 2, 3]]) == 2
+    b = tree.insert([1, 2, 4])
+    assert a[:2] == b[:2] and a[2] != b[2] and tree.positions == [0, 1, 2, 2]
+    mask = tree.ancestor_mask()
+    assert mask[b[2]].tolist() == [True, True, False, True]
+    assert mask[a[2]].tolist() == [True, True, True, False]
+
+    items = [[[5, 6, 7, 8]], [[1, 2, 3], [1, 2, 9]], [[1, 2, 3, 4]], [[9] * 12]]
+    packed = runner.pack_units(items, max_tokens=6)
+    seen = sorted(i for unit_items, _, _ in packed for i in unit_items)
+    assert seen == [0, 1, 2, 3]
+    for unit_items, tree, nodes in packed:
+        assert len(tree) <= 6 or len(unit_items) == 1
+        for slot, item in enumerate(unit_items):
+            for seq, seq_nodes in zip(items[item], nodes[slot]):
+                assert [tree.tokens[n] for n in seq_nodes] == seq
+    # Items with different keys never share a tree.
+    packed = runner.pack_units([[[1, 2]], [[1, 2]]], max_tokens=100, keys=[0.0, 1.0])
+    assert len(packed) == 2
+
+
+def test_bad_inputs_raise_value_errors(tiny_llama):
+    with pytest.raises(ValueError):
+        runner.next_token_logits(tiny_llama, ["a", "b"], None, None, [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError):
+        runner.NextTokenScorer(tiny_llama, [""], None, None)
+    with pytest.raises(ValueError):
+        runner.ChoiceScorer(tiny_llama, ["Q:"], [["a", "b"], ["c"]], None, None)
+
+
+def test_scorer_rows_are_reproducible(tiny_llama):
+    vec = random_vector(tiny_llama, seed=8)
+    scorer = runner.ChoiceScorer(tiny_llama, PREFIXES, CHOICES, vec, None)
+    rows = [(u, 1.0) for u in range(len(scorer.units))]
+    _, first, _ = scorer.run(rows)
+    _, second, _ = scorer.run(rows)
+    np.testing.assert_array_equal(first, second)

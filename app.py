@@ -13,6 +13,11 @@ import os
 import threading
 import traceback
 
+try:  # on ZeroGPU Spaces, `spaces` must be imported before torch initialises CUDA; optional elsewhere
+    import spaces  # type: ignore  # noqa: F401
+except ImportError:
+    pass
+
 import gradio as gr
 
 from mrepe_ui.common import MAX_FILE_SIZE, log, on_spaces, plotly_head, register_static
@@ -29,8 +34,7 @@ Add **r_e** × a behaviour direction to a language model's hidden states and wat
 # (tab title, module, builder): built after the Tradeoff tab when their module exists.
 OPTIONAL_TABS = (
     ("Multimodal", "mrepe_ui.multimodal_tab", "build_multimodal_tab"),
-    ("Alignment maps", "mrepe_ui.maps_tab", "build_maps_tab"),
-    ("Diagnostics", "mrepe_ui.diagnostics_tab", "build_diagnostics_tab"),
+    ("Concept maps & diagnostics", "mrepe_ui.maps_tab", "build_maps_tab"),
 )
 
 # Tabs whose module exists but failed to import or build: title -> traceback. Tests assert it is empty.
@@ -91,8 +95,10 @@ def launch_options() -> dict:
     """launch() arguments shared by main() and the tests (Gradio 6 takes theme and css here)."""
     register_static()
     # head: plotly starts loading with the page instead of when the first chart mounts.
+    # run_history=False: Gradio would otherwise copy every event's outputs (three chart JSONs per
+    # slider move) into the browser's storage, on the main thread.
     return dict(max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(), css=CSS, head=plotly_head(),
-                footer_links=["api", "gradio"])
+                footer_links=["api", "gradio"], run_history=False)
 
 
 def warm_default_model(device: str = "auto") -> None:
@@ -110,6 +116,10 @@ def main() -> None:
     logging.basicConfig(level=os.environ.get("MREPE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     demo = build_demo()
+    from mrepe_core import projection
+
+    # umap-learn costs ~20 s cold (numba); warm it while the user looks at the presets.
+    projection.warm_umap_in_background()
     if on_spaces():
         # Spaces: put the model on the GPU (if any) before serving, so requests never wait for it.
         warm_default_model()

@@ -3,7 +3,7 @@
 Starts ``app.py`` as a subprocess (as ``make run`` does), drives Debian's chromium through
 Playwright and prints the measurements. The last line is ``slider_ms_median: <value>``.
 
-    .venv/bin/python bench/dashboard_bench.py [--moves 10] [--out bench-output/dashboard]
+    .venv/bin/python bench/dashboard_bench.py [--moves 10] [--out out/dashboard-bench]
 
 Targets (issue): charts visible within 3 s of page load; slider release -> updated charts within
 150 ms (median of 10 moves); process start -> ready within 30 s with warm caches.
@@ -29,33 +29,37 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 CHART_IDS = ("behavior-plot", "helpfulness-plot", "tradeoff-plot")
 MALFORMED_CSV = "kind,positive,negative\npair,only one side,\n"
 
-# In-page timer: from the slider's pointerup to the frame where all three charts show new marker
-# traces (compared via their last trace, where the plots put the current-r_e marker). Measured in
-# the page so that Playwright's round trips are not counted.
+# In-page timer: from the slider's pointerup to the frame after all three charts were redrawn with
+# the new figures and the readout changed. Measured in the page so that Playwright's round trips
+# are not counted.
 _ARM_MEASUREMENT_JS = """
 () => {
-  const ids = %s;
-  const last = (id) => {
-    const gd = document.querySelector('#' + id + ' .js-plotly-plot');
-    if (!gd || !gd.data || !gd.data.length) return '';
-    const t = gd.data[gd.data.length - 1];
-    return JSON.stringify([t.x, t.y, t.hovertemplate]);
-  };
-  const before = ids.map(last);
-  const readout = () => (document.querySelector('#re-readout') || {}).innerText || '';
+  const charts = %s.map((id) => document.querySelector('#' + id + ' .js-plotly-plot'));
+  // Plotly.react replaces gd.data with the new trace array: an identity check per frame is enough
+  // (and cheap: the timer must not slow down what it measures). textContent, unlike innerText,
+  // does not force a layout.
+  const before = charts.map((gd) => gd.data);
+  const readoutEl = document.querySelector('#re-readout');
+  const readout = () => (readoutEl ? readoutEl.textContent : '');
   const readoutBefore = readout();
   const input = document.querySelector('#re-slider input[type=range]');
   window.__mrepeSlider = new Promise((resolve) => {
     let t0 = null;
     input.addEventListener('pointerup', () => { t0 = performance.now(); }, {once: true, capture: true});
     const started = performance.now();
+    // The update must be for this release: the readout names the slider's value (3 significant digits).
+    const forThisValue = () => {
+      const m = readout().match(/r_e = (-?[0-9.]+(?:e[-+]?[0-9]+)?)/);
+      const v = parseFloat(input.value);
+      return m !== null && Math.abs(parseFloat(m[1]) - v) <= 0.006 * Math.abs(v) + 1e-9;
+    };
     const tick = () => {
-      const now = ids.map(last);
-      if (t0 !== null && now.every((s, i) => s !== before[i]) && readout() !== readoutBefore) {
+      if (t0 !== null && charts.every((gd, i) => gd.data !== before[i]) && readout() !== readoutBefore
+          && forThisValue()) {
         // one more frame: the charts are painted, not just updated in memory
-        requestAnimationFrame(() => resolve({ms: performance.now() - t0, readout: readout()}));
+        requestAnimationFrame(() => resolve({ms: performance.now() - t0, readout: readout().trim()}));
       } else if (performance.now() - started > 20000) {
-        resolve({ms: null, readout: readout()});
+        resolve({ms: null, readout: readout().trim()});
       } else {
         requestAnimationFrame(tick);
       }
@@ -113,6 +117,17 @@ def stop_app(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def wait_for_log(path: Path, needles: tuple[str, ...], timeout: float = 180.0) -> str:
+    """Wait until the app log contains one of ``needles``; return that line."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        for line in path.read_text(errors="replace").splitlines():
+            if any(n in line for n in needles):
+                return line
+        time.sleep(0.2)
+    raise TimeoutError(f"none of {needles} in {path} after {timeout:.0f} s")
+
+
 def launch_browser(playwright):
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
 
@@ -165,11 +180,27 @@ def slider_fractions(n: int) -> list[float]:
     return [0.15 + 0.7 * ((k * 7) % (n + 1)) / n for k in range(1, n + 1)]
 
 
-def measure_slider(page, moves: int = 10) -> tuple[list[float], list[str]]:
+_GENERATING = ("() => !!document.querySelector('#steered-text .meta-text, #steered-text .progress-text, "
+               "#steered-text .timer')")
+
+
+def wait_generation_idle(page, appear_ms: int = 1500, timeout_ms: int = 180000) -> None:
+    """Wait for the steered/unsteered answers of the last release to finish (if one started)."""
+    try:
+        page.wait_for_function(_GENERATING, timeout=appear_ms, polling=50)
+    except Exception:  # no generation started (e.g. empty prompt)
+        return
+    page.wait_for_function(f"() => !({_GENERATING})()", timeout=timeout_ms, polling=100)
+
+
+def measure_slider(page, moves: int = 10, between=None) -> tuple[list[float], list[str]]:
+    """Slider moves; ``between(page)`` runs after each measured move (e.g. wait for generation)."""
     times, readouts = [], []
     prev = page.locator("#re-slider input[type=range]").input_value()
     for fraction in slider_fractions(moves):
         ms, readout = measure_slider_move(page, fraction)
+        if between is not None:
+            between(page)
         now = page.locator("#re-slider input[type=range]").input_value()
         if now == prev or ms is None:
             raise RuntimeError(f"slider move to {fraction:.2f} did not update the charts (value {prev} -> {now})")
@@ -203,12 +234,21 @@ def main(argv: list[str] | None = None) -> int:
     stop_app(proc)
     proc, startup = start_app(port, log_path=out / "app.log")
     try:
+        # The app warms the default model in the background after start; measure the page once that
+        # is done, as a visitor arriving a few seconds after start-up would see it.
+        warm = wait_for_log(out / "app.log", ("default model ready", "default model not available"))
         url = f"http://127.0.0.1:{port}/"
         with sync_playwright() as pw:
             browser = launch_browser(pw)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page_load = measure_page_load(page, url)
-            times, readouts = measure_slider(page, args.moves)
+            # Default UI: the prompt box is filled, so every release also regenerates both answers
+            # (model queue, after the marker redraw). A reader waits for the answers between moves...
+            times, readouts = measure_slider(page, args.moves, between=wait_generation_idle)
+            steered = page.locator("#steered-text textarea").input_value()
+            # ...and a fast dragger does not: each move then competes with the previous generation.
+            rushed, _ = measure_slider(page, args.moves)
+            wait_generation_idle(page)
             malformed = out / "malformed.csv"
             malformed.write_text(MALFORMED_CSV)
             error = upload_malformed(page, malformed)
@@ -218,11 +258,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_app(proc)
     median = statistics.median(times)
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes slow every figure)")
     print(f"startup_cold_s: {cold:.2f}")
-    print(f"startup_warm_s: {startup:.2f}  (target < 30)")
-    print(f"page_load_charts_s: {page_load:.2f}  (target < 3)")
-    print("slider_ms: " + ", ".join(f"{t:.0f}" for t in times))
+    print(f"startup_warm_s: {startup:.2f}  (target < 30; process start -> HTTP 200)")
+    print(f"model warm-up: {warm.strip()[-80:]}")
+    print(f"page_load_charts_s: {page_load:.2f}  (target < 3; navigation -> traces drawn in all 3 charts)")
+    print("slider_ms (answers regenerated between moves): " + ", ".join(f"{t:.0f}" for t in times))
+    print(f"slider_ms_back_to_back: {', '.join(f'{t:.0f}' for t in rushed)} "
+          f"(median {statistics.median(rushed):.1f}; each move overlaps the previous generation)")
     print(f"last readout: {readouts[-1]}")
+    print(f"last steered answer: {steered[:80]!r}")
     print(f"malformed upload error: {error.strip().splitlines()[-1] if error.strip() else error!r}")
     print(f"screenshot: {shot}")
     print(f"slider_ms_median: {median:.1f}")

@@ -34,7 +34,7 @@ from .vectors import SteeringVector
 # (dense, mostly masked) attention cost; measured on a 2-core CPU with SmolLM2-135M.
 MAX_ROW_TOKENS = 256
 # Tokens per forward pass in the per-coefficient stage (rows x padded length).
-BATCH_TOKENS = 2048
+BATCH_TOKENS = 4096
 # Rows of the vocabulary projection computed at once (bounds memory: rows x vocab floats).
 HEAD_CHUNK = 256
 
@@ -72,6 +72,25 @@ def _plain_next_token_logits(loaded: LoadedModel, texts: Sequence[str], vector, 
     with steer(loaded.model, vector, layers, coeff):
         out = loaded.model(**enc, use_cache=False, logits_to_keep=1)
     return out.logits[:, -1, :].float()
+
+
+@torch.inference_mode()
+def _plain_final_states(loaded: LoadedModel, texts: Sequence[str], vector, layers,
+                        coeff: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = encode_left_padded(loaded, texts)
+    with steer(loaded.model, vector, layers, coeff):
+        hidden = loaded.model.base_model(**enc, use_cache=False).last_hidden_state[:, -1, :]
+    return hidden, loaded.model.get_output_embeddings()(hidden).float()
+
+
+@torch.inference_mode()
+def _plain_layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+    out = []
+    for start in range(0, len(texts), batch_size):
+        enc = encode_left_padded(loaded, texts[start:start + batch_size])
+        res = loaded.model(**enc, output_hidden_states=True, use_cache=False, logits_to_keep=1)
+        out.append(torch.stack(res.hidden_states[1:], dim=1)[:, :, -1, :].float().cpu())
+    return torch.cat(out)
 
 
 def _choice_token_ids(tokenizer, choices: Sequence[Sequence[str]]) -> list[list[list[int]]]:
@@ -291,25 +310,51 @@ class _PackedRunner:
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
-    def _ensure_states(self, unit_ids: Sequence[int]) -> None:
-        """Run the layers below the first steered one, once per unit, for units not yet cached."""
-        todo = sorted({u for u in unit_ids if u not in self._states}, key=lambda u: -len(self.units[u]))
-        start = 0
+    def _embed(self, unit_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        positions, mask, width = self._batch_inputs(unit_ids)
+        ids = torch.zeros((len(unit_ids), width), dtype=torch.long)
+        for r, u in enumerate(unit_ids):
+            ids[r, : len(self.units[u])] = torch.tensor(self.units[u].tree.tokens)
+        return self.base.embed_tokens(ids.to(self.loaded.device)), positions, mask
+
+    def chunks(self, unit_ids: Sequence[int]) -> list[list[int]]:
+        """Units grouped into forward passes of about ``batch_tokens`` padded tokens (longest first)."""
+        todo = sorted(unit_ids, key=lambda u: -len(self.units[u]))
+        out, start = [], 0
         while start < len(todo):
             chunk = [todo[start]]
             width = len(self.units[todo[start]])
             while start + len(chunk) < len(todo) and (len(chunk) + 1) * width <= self.batch_tokens:
                 chunk.append(todo[start + len(chunk)])
             start += len(chunk)
-            positions, mask, width = self._batch_inputs(chunk)
-            ids = torch.zeros((len(chunk), width), dtype=torch.long)
-            for r, u in enumerate(chunk):
-                ids[r, : len(self.units[u])] = torch.tensor(self.units[u].tree.tokens)
-            hidden = self.base.embed_tokens(ids.to(self.loaded.device))
+            out.append(chunk)
+        return out
+
+    def _ensure_states(self, unit_ids: Sequence[int]) -> None:
+        """Run the layers below the first steered one, once per unit, for units not yet cached."""
+        for chunk in self.chunks(sorted({u for u in unit_ids if u not in self._states})):
+            hidden, positions, mask = self._embed(chunk)
             if self.first_layer > 0:
                 hidden = self._run_layers(hidden, positions, mask, 0, self.first_layer)
             for r, u in enumerate(chunk):
                 self._states[u] = hidden[r, : len(self.units[u])].clone()
+
+    def layer_states(self, unit_ids: Sequence[int]) -> dict[int, torch.Tensor]:
+        """Unsteered output of every decoder layer at each unit's read nodes: unit -> [reads, layers, d].
+
+        As in ``output_hidden_states`` of transformers 5, the last layer's entry is after the final norm.
+        """
+        hidden, positions, mask = self._embed(unit_ids)
+        rotary = self.base.rotary_emb(hidden, positions)
+        per_layer: list[list[torch.Tensor]] = [[] for _ in unit_ids]
+        for k, layer in enumerate(self.base.layers):
+            out = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=None,
+                        use_cache=False, position_embeddings=rotary)
+            hidden = out[0] if isinstance(out, tuple) else out
+            for r, u in enumerate(unit_ids):
+                states = hidden[r, self.units[u].reads]
+                per_layer[r].append(self.norm(states) if k == len(self.base.layers) - 1 else states)
+        return {u: torch.stack(per_layer[r], dim=1) for r, u in enumerate(unit_ids)}
 
     def _read_states(self, rows: Sequence[tuple[int, float]]) -> list[torch.Tensor]:
         """Final-normed hidden states at each row's read nodes, steered with the row's coefficient."""
@@ -378,18 +423,26 @@ class NextTokenScorer:
             self.units = [[i] for i in range(len(self.texts))]
             self.units_per_batch = plain_batch_rows
 
-    def run(self, rows: Sequence[tuple[int, float]]) -> tuple[list[tuple[int, float]], torch.Tensor]:
+    def run(self, rows: Sequence[tuple[int, float]], return_states: bool = False):
+        """(item, r_e) rows and their logits; with ``return_states`` also the final-normed hidden
+        states they were projected from (the input of the unembedding)."""
         out_rows = [(i, r) for u, r in rows for i in self.units[u]]
         if not self.packed:
             texts = [self.texts[i] for i, _ in out_rows]
             coeff = torch.tensor([r for _, r in out_rows], dtype=torch.float32)
+            if return_states:
+                return (out_rows, *_plain_final_states(self.loaded, texts, self.vector, self.layers, coeff)[::-1])
             return out_rows, _plain_next_token_logits(self.loaded, texts, self.vector, self.layers, coeff)
-        logits = []
+        logits, states = [], []
         with torch.inference_mode():
             for batch in self._runner.batches(rows):
-                states = torch.cat(self._runner._read_states(batch))
-                for k in range(0, states.shape[0], HEAD_CHUNK):
-                    logits.append(self._runner.head(states[k:k + HEAD_CHUNK]).float())
+                final = torch.cat(self._runner._read_states(batch))
+                for k in range(0, final.shape[0], HEAD_CHUNK):
+                    logits.append(self._runner.head(final[k:k + HEAD_CHUNK]).float())
+                if return_states:
+                    states.append(final)
+        if return_states:
+            return out_rows, torch.cat(logits), torch.cat(states)
         return out_rows, torch.cat(logits)
 
 
@@ -530,6 +583,53 @@ def choice_logliks(
         return sums[order], lengths[order]
     sums, lengths = _plain_choice_logliks(loaded, prefixes, scorer.choice_ids, vector, layers, coeff)
     return sums, lengths
+
+
+def next_token_states(
+    loaded: LoadedModel,
+    texts: Sequence[str],
+    vector: SteeringVector | None,
+    layers,
+    coefficients: Sequence[float] | float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final hidden state (after the last norm, the input of the unembedding) and next-token
+    logits after each text, steered with one coefficient per row: float32 [n, d] and [n, vocab]."""
+    coeff = _row_coefficients(coefficients, len(texts))
+    keys = [float(c) for c in coeff]
+    scorer = NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=len(texts), keys=keys)
+    out_rows, logits, states = scorer.run([(u, keys[items[0]]) for u, items in enumerate(scorer.units)],
+                                          return_states=True)
+    order = torch.argsort(torch.tensor([i for i, _ in out_rows]))
+    return states[order].float().cpu(), logits[order].float().cpu()
+
+
+def layer_states(loaded: LoadedModel, texts: Sequence[str], batch_tokens: int = BATCH_TOKENS) -> torch.Tensor:
+    """Unsteered last-token output of every decoder layer: float32 [n_texts, n_layers, d].
+
+    Same numbers as ``output_hidden_states=True`` (``hidden_states[1:]`` at the last position,
+    the last layer after the final norm), but texts sharing a prefix (contrast pairs differ only
+    in their last few tokens) share its computation on the packed path.
+    """
+    if not texts:
+        raise ValueError("No texts to read hidden states from.")
+    ids = loaded.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    if any(len(s) == 0 for s in ids):
+        raise ValueError("A text is empty (no tokens).")
+    stack = _packed_stack(loaded, max(len(s) for s in ids))
+    if stack is None:
+        return _plain_layer_states(loaded, list(texts))
+    units = []
+    for items, tree, nodes in pack_units([[s] for s in ids]):
+        unit = PackedUnit(items, tree)
+        unit.reads = [seq_nodes[0][-1] for seq_nodes in nodes]
+        units.append(unit)
+    packed = _PackedRunner(loaded, stack, loaded.n_layers, None, None, units, batch_tokens)
+    out = torch.empty((len(texts), loaded.n_layers, loaded.hidden_size), dtype=torch.float32)
+    with torch.inference_mode():
+        for chunk in packed.chunks(range(len(units))):
+            for u, states in packed.layer_states(chunk).items():
+                out[units[u].items] = states.float().cpu()
+    return out
 
 
 @torch.no_grad()

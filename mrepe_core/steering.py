@@ -49,6 +49,7 @@ def _make_hook(direction: torch.Tensor, coeff: torch.Tensor):
             return (output[0] + term(output[0]),) + tuple(output[1:])
         return output + term(output)
 
+    hook._mrepe_steering = True  # lets tests tell our hooks from transformers' own capture hooks
     return hook
 
 
@@ -85,5 +86,10 @@ def steer(
 
 
 def active_hook_count(model: torch.nn.Module) -> int:
-    """Number of forward hooks on the decoder layers (0 outside any ``steer`` context)."""
-    return sum(len(block._forward_hooks) for block in decoder_layers(model))
+    """Number of steering hooks on the decoder layers (0 outside any ``steer`` context).
+
+    transformers adds permanent output-capturing hooks of its own after the first call with
+    ``output_hidden_states``; those are not counted.
+    """
+    return sum(1 for block in decoder_layers(model) for h in block._forward_hooks.values()
+               if getattr(h, "_mrepe_steering", False))

@@ -147,13 +147,15 @@ def hidden_states(loaded, texts: Sequence[str], batch_size: int = 16) -> torch.T
     Texts are left-padded, so position -1 is the last real token of every row.
     """
     from .models import exclusive
+    from .runner import encode_left_padded
 
-    tok, model = loaded.tokenizer, loaded.model
+    model = loaded.model
     out = []
     with exclusive(model):
         for start in range(0, len(texts), batch_size):
-            batch = list(texts[start:start + batch_size])
-            enc = tok(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(loaded.device)
+            # Explicit position ids: absolute-position models (GPT-2) would otherwise see a
+            # padded text at shifted positions and return different states.
+            enc = encode_left_padded(loaded, list(texts[start:start + batch_size]))
             res = model(**enc, output_hidden_states=True, use_cache=False, logits_to_keep=1)
             hs = torch.stack(res.hidden_states[1:], dim=1)[:, :, -1, :]
             out.append(hs.float().cpu())

@@ -6,6 +6,7 @@ Nothing here computes science; it only connects Gradio to ``mrepe_core``.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import tempfile
@@ -196,8 +197,48 @@ def register_static() -> None:
 
 
 def chart_value(fig) -> str | None:
-    """A plotly figure as the JSON a chart component (and an API client) receives."""
-    return None if fig is None else fig.to_json()
+    """A plotly figure as the JSON a chart component (and an API client) receives.
+
+    Arrays are plain JSON lists (not plotly's base64 ``bdata``), so clients can read the numbers
+    directly: ``json.loads(value)["data"][0]["y"]`` or ``plotly.io.from_json(value)``.
+    """
+    if fig is None:
+        return None
+    spec = _plain_arrays(fig.to_plotly_json())
+    try:
+        import orjson  # a Gradio dependency; ~5x faster than json for these figures
+
+        return orjson.dumps(spec, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except ImportError:
+        return json.dumps(spec, default=_json_array, allow_nan=False)
+
+
+def _plain_arrays(obj):
+    """Replace plotly's base64 typed arrays ({"dtype", "bdata"[, "shape"]}) by nested lists."""
+    if isinstance(obj, dict):
+        if "bdata" in obj and "dtype" in obj:
+            import base64
+
+            import numpy as np
+
+            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            if "shape" in obj:
+                arr = arr.reshape([int(n) for n in str(obj["shape"]).split(",")])
+            return arr
+        return {k: _plain_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plain_arrays(v) for v in obj]
+    return obj
+
+
+def _json_array(obj):
+    import numpy as np
+
+    if isinstance(obj, np.ndarray):
+        return [None if isinstance(x, float) and x != x else x for x in obj.tolist()]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
 def plotly_chart(fig=None, *, label: str, elem_id: str, height: int = CHART_HEIGHT, **kwargs) -> gr.HTML:

@@ -26,7 +26,7 @@ from mrepe_core import datasets, prompts, runner
 from mrepe_core.bounds import AlignmentFit, EfficientRegime, HelpfulnessFit
 from mrepe_core.models import DEFAULT_MODEL, load_model, resolve_layers
 from mrepe_core.plots import PlotDataError, behavior_figure, helpfulness_figure, interpolate_at, tradeoff_figure
-from mrepe_core.presets import PRESETS_DIR, Preset, list_presets, load_preset
+from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
 from mrepe_core.sweep import MAX_GRID, SweepCancelled, SweepConfig, SweepResult, run_sweep
 
 from .common import (EXPORT_QUEUE, MODEL_QUEUE, chart_value, error_message, export_root, fmt, gpu, log,
@@ -156,11 +156,11 @@ def initial_r_e(result: SweepResult, fits: Fits) -> float:
 
 def message_figure(text: str) -> go.Figure:
     """An empty chart that says why it is empty (no data of that kind in the result)."""
-    fig = go.Figure()
-    fig.update_layout(height=360, template="plotly_white", xaxis=dict(visible=False), yaxis=dict(visible=False),
-                      annotations=[dict(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                                        font=dict(size=14, color="#666"))])
-    return fig
+    # A plain layout dict: plotly's named templates cost ~0.2 s per figure to expand.
+    return go.Figure(layout=dict(
+        height=360, paper_bgcolor="white", plot_bgcolor="white", xaxis=dict(visible=False), yaxis=dict(visible=False),
+        annotations=[dict(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
+                          font=dict(size=14, color="#666"))]))
 
 
 def build_figures(result: SweepResult | None, fits: Fits, r_e: float | None) -> tuple[go.Figure, go.Figure, go.Figure]:
@@ -361,12 +361,17 @@ def grid_steps(r_min: float, r_max: float, r_step: float) -> int:
     steps = int(round((r_max - r_min) / r_step)) + 1
     if steps > MAX_GRID:
         raise gr.Error(f"{steps} grid points is too many (limit {MAX_GRID}); use a larger r_e step.")
-    return max(steps, 2)
+    steps = max(steps, 2)
+    spacing = (r_max - r_min) / (steps - 1)
+    if abs(spacing - r_step) > 0.01 * r_step:
+        gr.Warning(f"r_e step {r_step:g} does not divide [{r_min:g}, {r_max:g}]; using {steps} points "
+                   f"{spacing:.4g} apart so the grid ends at r_e max.")
+    return steps
 
 
 def build_config(model: str, behavior: str, method: str, first_layer: float, last_layer: float,
                  r_min: float, r_max: float, r_step: float, subjects: list[str] | None, help_format: str,
-                 n_eval: float, n_questions: float, n_pairs: float = 64) -> SweepConfig:
+                 n_pairs: float, n_eval: float, n_questions: float) -> SweepConfig:
     """The SweepConfig the form describes; invalid fields raise gr.Error naming the field."""
     first, last = int(first_layer), int(last_layer)
     if last < first:
@@ -417,20 +422,23 @@ def _load(spec: str):
 
 
 @reports_errors("Model")
-def inspect_model(spec: str):
+def inspect_model(spec: str, first_layer: float = 0, last_layer: float = 0):
     """Load (and so warm) the model, then size the layer range to its decoder-layer count."""
     spec = (spec or "").strip() or DEFAULT_MODEL
     loaded = _load(spec)
     n = loaded.n_layers
     info = (f"`{spec}`: {n} decoder layers, hidden size {loaded.hidden_size}, {str(loaded.dtype).replace('torch.', '')} "
             f"on {loaded.device}{'' if loaded.has_chat_template else ' · no chat template (plain User:/Assistant: format)'}")
-    return gr.update(maximum=n - 1), gr.update(maximum=n - 1), info
+    first = min(int(first_layer or 0), n - 1)
+    last = min(max(int(last_layer or 0), first), n - 1)
+    return gr.update(maximum=n - 1, value=first), gr.update(maximum=n - 1, value=last), info
 
 
-def form_values(session: TradeoffSession) -> tuple:
-    """Fill the experiment form from the result on screen, so 'Run sweep' starts from it."""
+def form_values(session: TradeoffSession, current_prompt: str = "") -> tuple:
+    """Fill the experiment form from the result on screen, so 'Run sweep' starts from it. The prompt
+    becomes the behaviour's example unless the user typed their own."""
     if session.result is None:
-        return (gr.update(),) * 14
+        return (gr.update(),) * 15
     c = session.result.config
     n_layers = int(((session.result.summary or {}).get("model") or {}).get("n_layers") or DEFAULT_LAYER_COUNT)
     try:
@@ -443,8 +451,10 @@ def form_values(session: TradeoffSession) -> tuple:
             gr.update(maximum=n_layers - 1, value=layers[0]), gr.update(maximum=n_layers - 1, value=layers[-1]),
             gr.update(value=c.r_min), gr.update(value=c.r_max), gr.update(value=round(step, 6)),
             gr.update(value=list(c.helpfulness_subjects)), gr.update(value=c.helpfulness_format),
-            gr.update(value=c.n_eval), gr.update(value=c.n_questions_per_subject),
-            gr.update(value=DEFAULT_PROMPTS.get(c.behavior, "")), f"{n_layers} decoder layers (from the results)")
+            gr.update(value=c.n_pairs), gr.update(value=c.n_eval), gr.update(value=c.n_questions_per_subject),
+            gr.update(value=DEFAULT_PROMPTS.get(c.behavior, current_prompt))
+            if (current_prompt or "").strip() in ("", *DEFAULT_PROMPTS.values()) else gr.update(),
+            f"{n_layers} decoder layers (from the results)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +468,7 @@ def _compute_sweep(config: SweepConfig, behavior, progress, cancel: threading.Ev
 
 
 def run_sweep_stream(model, behavior, upload, method, first_layer, last_layer, r_min, r_max, r_step, subjects,
-                     help_format, n_eval, n_questions, session, progress=gr.Progress()):
+                     help_format, n_pairs, n_eval, n_questions, session, progress=gr.Progress()):
     """API ``/run_sweep``: stream (plots, slider, readout, summary, status) as the grid fills in.
 
     The sweep runs in a worker thread; this generator relays its progress. Closing the generator
@@ -467,7 +477,7 @@ def run_sweep_stream(model, behavior, upload, method, first_layer, last_layer, r
     """
     session = session if isinstance(session, TradeoffSession) else TradeoffSession()
     config = build_config(model, behavior, method, first_layer, last_layer, r_min, r_max, r_step, subjects,
-                          help_format, n_eval, n_questions)
+                          help_format, n_pairs, n_eval, n_questions)
     custom = None
     if behavior == CUSTOM:
         if upload is None:
@@ -720,7 +730,8 @@ def build_tradeoff_tab() -> None:
             notice = f"⚠ {exc.message}"
     else:
         notice = f"⚠ No presets found in {presets_dir()}; build an experiment below."
-    _, _, _, readout0, summary0 = view(initial)
+    readout0 = readout_markdown(initial.result, initial.fits, initial.r_e)
+    summary0 = summary_markdown(initial.result, initial.fits, initial.label)
     lo, hi = r_range(initial.result) if initial.result is not None else (-8.0, 8.0)
     first_description = presets[initial_name].description if initial_name else ""
     form0 = form_values(initial) if initial.result is not None else None
@@ -737,10 +748,10 @@ def build_tradeoff_tab() -> None:
 
     with gr.Accordion("Build an experiment", open=False, elem_id="experiment"):
         with gr.Row():
-            model = gr.Textbox(form_default(0, DEFAULT_MODEL), label="Model", scale=3,
+            model = gr.Textbox(form_default(0, DEFAULT_MODEL), label="Model", scale=3, elem_id="model-input",
                                info="Embedded default, a Hugging Face id, a local folder or a .gguf path "
                                     "(press Enter to load and size the layer range)")
-            model_info = gr.Markdown(form0[13] if form0 else "")
+            model_info = gr.Markdown(form0[14] if form0 else "", elem_id="model-info")
         with gr.Row():
             behavior = gr.Dropdown([(f"{k} — {v}", k) for k, v in datasets.BUILTIN_BEHAVIORS.items()]
                                    + [("custom — upload your own contrast pairs", CUSTOM)],
@@ -754,19 +765,26 @@ def build_tradeoff_tab() -> None:
                 upload_status = gr.Markdown(elem_id="upload-status")
         n_layers0 = int(form0[3]["maximum"]) + 1 if form0 else DEFAULT_LAYER_COUNT
         with gr.Row():
-            first_layer = gr.Slider(0, n_layers0 - 1, value=form_default(3, 8), step=1, label="First layer")
-            last_layer = gr.Slider(0, n_layers0 - 1, value=form_default(4, 19), step=1, label="Last layer")
+            first_layer = gr.Slider(0, n_layers0 - 1, value=form_default(3, 8), step=1, label="First layer",
+                                    elem_id="first-layer")
+            last_layer = gr.Slider(0, n_layers0 - 1, value=form_default(4, 19), step=1, label="Last layer",
+                                   elem_id="last-layer")
         with gr.Row():
-            r_min = gr.Number(form_default(5, -8.0), label="r_e min")
-            r_max = gr.Number(form_default(6, 8.0), label="r_e max")
-            r_step = gr.Number(form_default(7, 0.8), label="r_e step", minimum=0)
+            r_min = gr.Number(form_default(5, -8.0), label="r_e min", elem_id="r-min")
+            r_max = gr.Number(form_default(6, 8.0), label="r_e max", elem_id="r-max")
+            r_step = gr.Number(form_default(7, 0.8), label="r_e step", minimum=0, elem_id="r-step")
         with gr.Row():
             subjects = gr.Dropdown(datasets.mmlu_subjects(), value=form_default(8, ["high_school_geography", "marketing"]),
-                                   multiselect=True, label="Helpfulness subjects (MMLU)", scale=3)
+                                   multiselect=True, label="Helpfulness subjects (MMLU)", scale=3,
+                                   elem_id="subjects")
             help_format = gr.Radio(["cloze", "letter"], value=form_default(9, "cloze"), label="Question format", scale=1)
         with gr.Row():
-            n_eval = gr.Number(form_default(10, 40), label="Behaviour prompts", precision=0, minimum=1, maximum=2000)
-            n_questions = gr.Number(form_default(11, 50), label="Questions per subject", precision=0, minimum=0, maximum=2000)
+            n_pairs = gr.Number(form_default(10, 64), label="Contrast pairs (extraction)", precision=0, minimum=2,
+                                maximum=2000, elem_id="n-pairs")
+            n_eval = gr.Number(form_default(11, 40), label="Behaviour prompts", precision=0, minimum=1, maximum=2000,
+                               elem_id="n-eval")
+            n_questions = gr.Number(form_default(12, 50), label="Questions per subject", precision=0, minimum=0,
+                                    maximum=2000, elem_id="n-questions")
         with gr.Row():
             run_btn = gr.Button("Run sweep", variant="primary", elem_id="run-sweep")
             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-sweep")
@@ -786,7 +804,7 @@ def build_tradeoff_tab() -> None:
 
     with gr.Group():
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(form_default(12, DEFAULT_PROMPTS["harmless"]), label="Your prompt", scale=4, lines=2,
+            prompt = gr.Textbox(form_default(13, DEFAULT_PROMPTS["harmless"]), label="Your prompt", scale=4, lines=2,
                                 max_length=MAX_PROMPT_CHARS, elem_id="user-prompt")
             with gr.Column(scale=1, min_width=160):
                 max_tokens = gr.Slider(8, 128, value=48, step=8, label="Max new tokens")
@@ -809,20 +827,20 @@ def build_tradeoff_tab() -> None:
     for component, value in zip(plots, chart_values(initial, initial.r_e)):
         component.value = value
     form = [model, behavior, method, first_layer, last_layer, r_min, r_max, r_step, subjects, help_format,
-            n_eval, n_questions, prompt, model_info]
+            n_pairs, n_eval, n_questions, prompt, model_info]
 
     # Preset: charts at once (no model), then the form and files behind it (internal, not API).
     preset_choice.change(
         load_preset, [preset_choice, state], [state, *plots, slider, readout, summary, preset_info],
         api_name="load_preset", concurrency_limit=None, show_progress="hidden",
-    ).success(form_values, [state], form, queue=False, api_visibility="private", show_progress="hidden",
+    ).success(form_values, [state, prompt], form, queue=False, api_visibility="private", show_progress="hidden",
               ).success(result_files, [state], [files], queue=False, api_visibility="private",
                         show_progress="hidden")
 
     sweep = run_btn.click(
         run_sweep_stream,
         [model, behavior, upload, method, first_layer, last_layer, r_min, r_max, r_step, subjects, help_format,
-         n_eval, n_questions, state],
+         n_pairs, n_eval, n_questions, state],
         [state, *plots, slider, readout, summary, sweep_status],
         api_name="run_sweep", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
         show_progress="full", show_progress_on=[sweep_status],
@@ -834,7 +852,8 @@ def build_tradeoff_tab() -> None:
     upload.upload(check_upload, [upload], [upload_status], api_visibility="private", concurrency_limit=None,
                   show_progress="hidden")
     for trigger in (model.submit, model.blur):
-        trigger(inspect_model, [model], [first_layer, last_layer, model_info], api_visibility="private",
+        trigger(inspect_model, [model, first_layer, last_layer], [first_layer, last_layer, model_info],
+                api_visibility="private",
                 concurrency_id=MODEL_QUEUE, concurrency_limit=1, trigger_mode="always_last")
 
     # The slider: marker redraws bypass the queue; generation waits its turn in the model queue.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 CHARS = "abcdefghijklmnopqrstuvwxyz.,!?'-0123456789"
@@ -108,3 +109,14 @@ def tiny_gpt2(attn: str = "eager", seed: int = 0):
     config._attn_implementation = attn
     torch.manual_seed(seed)
     return wrap_model(GPT2LMHeadModel(config).eval(), tok, name="tiny-gpt2", source="random")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: intra-op threads only add synchronisation (measured
+    up to 10x slower under load). Restored after each module so other test files are unaffected.
+    Test modules opt in with ``from multimodal_tiny import one_torch_thread``."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

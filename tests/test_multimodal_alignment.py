@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from multimodal_tiny import save_tiny_clip
+from multimodal_tiny import one_torch_thread, save_tiny_clip  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal import alignment as al
 
@@ -118,3 +118,14 @@ def test_kmeans_anchors_find_planted_clusters():
     assert anchors.shape == (4, 6)
     assert torch.cdist(centres, anchors).min(1).values.max() < 0.2
     assert torch.equal(al.kmeans_anchors(points[:3], 8, seed=0), points[:3])  # fewer points than anchors
+
+
+def test_copies_of_a_target_are_not_negatives():
+    targets = unit(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))  # two captions of one image
+    mapped = targets.clone()
+    groups = al.target_groups(targets)
+    assert groups[0] == groups[1] != groups[2]
+    masked = al.info_nce(mapped, targets, 0.1, groups)
+    naive = al.info_nce(mapped, targets, 0.1)
+    assert masked < 0.01 < naive  # without the mask the duplicate counts as a perfect "negative"
+    assert al.recall_at_1(mapped, targets) == 1.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from multimodal_tiny import save_tiny_clip, tiny_gpt2, tiny_llama
+from multimodal_tiny import one_torch_thread, save_tiny_clip, tiny_gpt2, tiny_llama  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal.attention import (AttentionBiasError, active_bias_hooks, attention_bias, eager_attention,
                                              span_token_mask)
@@ -122,6 +122,10 @@ def test_lm_attention_intervention_and_combined_mode():
     assert result.span_mask.sum() == len(SPAN) and result.layers == [0, 1]
     assert (result.span_mass_intervened > result.span_mass_baseline).all()
     assert result.next_token_kl > 0 and len(result.baseline_top) == 5
+    with torch.no_grad():
+        _, ids, attn, _ = encode_with_span(lm.tokenizer, PROMPT, SPAN, use_chat_template=True)
+        ref = torch.softmax(lm.model(input_ids=ids, attention_mask=attn).logits[0, -1], -1).topk(5)
+    assert [p for _, p in result.baseline_top] == pytest.approx(ref.values.tolist(), abs=1e-5)
     none = lm_attention_intervention(lm, PROMPT, SPAN, 0.0, max_new_tokens=6)
     assert none.next_token_kl == 0.0 and none.baseline_text == none.intervened_text
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from multimodal_tiny import save_tiny_clap, save_tiny_clip
+from multimodal_tiny import one_torch_thread, save_tiny_clap, save_tiny_clip  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal import concepts as mc
 from mrepe_core.multimodal import interventions as mi

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from multimodal_tiny import save_tiny_clap, save_tiny_clip
+from multimodal_tiny import one_torch_thread, save_tiny_clap, save_tiny_clip  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal import encoders as enc
 from mrepe_core.multimodal.concepts import MEDIA
@@ -102,3 +102,6 @@ def test_open_clip_is_optional():
         pytest.skip("open_clip is installed here; its loading needs real weights")
     with pytest.raises(enc.EncoderLoadError, match="torchvision"):
         enc.load_encoder("open_clip", "ViT-B-32@/nowhere.safetensors")
+    with pytest.raises(enc.EncoderLoadError, match="torchvision"):  # the CLIP field accepts open_clip specs
+        enc.load_encoder("clip", "ViT-B-32@/nowhere.safetensors")
+    assert enc.is_open_clip_spec("ViT-B-32@/m/w.safetensors") and not enc.is_open_clip_spec("openai/clip-vit")

@@ -9,6 +9,8 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from multimodal_tiny import one_torch_thread  # noqa: F401 (autouse fixture)
+
 from mrepe_core.multimodal.media import (CLAP_SAMPLE_RATE, MediaError, clean_text, decode_audio, decode_image,
                                          decode_text_file)
 from mrepe_core.multimodal.concepts import MEDIA

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
-from multimodal_tiny import save_tiny_clip, tiny_llama
+from multimodal_tiny import one_torch_thread, save_tiny_clip, tiny_llama  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal import metrics as mm
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from multimodal_tiny import tiny_gpt2, tiny_llama
+from multimodal_tiny import one_torch_thread, tiny_gpt2, tiny_llama  # noqa: F401 (autouse fixture)
 
 from mrepe_core.models import decoder_layers
 from mrepe_core.multimodal.patching import (PatchingError, layer_patching_effects, logit_difference,

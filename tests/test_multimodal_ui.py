@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from multimodal_tiny import save_tiny_clip
+from multimodal_tiny import one_torch_thread, save_tiny_clip  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal.concepts import MEDIA
 from mrepe_core.multimodal.encoders import ENV_VARS, clear_encoder_cache
@@ -52,6 +52,13 @@ def test_handlers_compute_and_the_alpha_redraw_moves_the_bars(clip_dir):
     assert beh3.data[-1].x[0] == pytest.approx(3.0)  # the marker sits at the slider's alpha
     assert tab.redraw(None, 1.0)[-1] == {}
 
+    ar_table, ar_fig = tab.run_robustness(session, 2 / 255, str(clip_dir))
+    assert len(ar_table) == len(tab.AR_EPS) + 1 and ar_table.value.iloc[0] == 1.0  # eps = 0 never flips
+    assert ar_table.bound.iloc[-1].startswith("upper bound") and ar_table.classifier.str.contains("zero-shot").all()
+    table, chart, transfer, loss, note = tab.run_alignment(list(tab.ALIGNMENT_PAIRS)[0], 10, str(clip_dir), "")
+    assert {"before (raw)", "after (trained phi)"} <= set(table.stage) and len(transfer) == 2
+    assert "held-out" in note and len(loss.data[0].y) == 10
+
 
 def test_broken_uploads_become_clear_errors(clip_dir, tmp_path):
     cut = tmp_path / "cut.jpg"
@@ -85,3 +92,21 @@ def test_launched_tab_serves_its_public_api(clip_dir):
         assert sum(readout["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
     finally:
         demo.close()
+
+
+def test_language_model_panels_on_a_tiny_local_model(tiny_model_dir):
+    spec = str(tiny_model_dir)
+    base, new, top, mass_fig, info = tab.run_lm_attention(spec, *tab.ATTENTION_EXAMPLE, 3.0, "", 4, True)
+    assert isinstance(base, str) and isinstance(new, str) and len(top) == 5
+    assert "\u00ab" in info and "\u00bb" in info and "KL" in info
+    assert all(after > before for before, after in zip(mass_fig.data[0].y, mass_fig.data[1].y))
+    fig, table, info, best = tab.run_patching(spec, *tab.PATCHING_PRESETS["fact recall (Paris vs Rome)"], "last", True)
+    assert list(table.layer) == list(range(len(table))) and "Largest |effect|" in info
+    assert tab.use_layers(best) == best and len(best.split(",")) == 3
+    _, _, _, subset_fig, _ = tab.run_lm_attention(spec, *tab.ATTENTION_EXAMPLE, 3.0, "-1", 2, False)
+    assert len(subset_fig.data[0].x) == len(mass_fig.data[0].x) > 1  # every layer is shown, only -1 biased
+    assert subset_fig.data[0].y[0] == pytest.approx(subset_fig.data[1].y[0], abs=1e-6)
+    with pytest.raises(gr.Error, match="does not occur"):
+        tab.run_lm_attention(spec, "a prompt", "missing span", 1.0, "", 4, True)
+    scr, samples = tab.run_scr(spec, 2, "Refuse harmful requests.", 2.0, 4)
+    assert list(scr.run) == ["baseline", "intervened"] and (scr.n == 2).all() and len(samples) == 2

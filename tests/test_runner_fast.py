@@ -260,3 +260,32 @@ def test_scorer_rows_are_reproducible(tiny_llama):
     _, first, _ = scorer.run(rows)
     _, second, _ = scorer.run(rows)
     np.testing.assert_array_equal(first, second)
+
+
+@torch.no_grad()
+def test_layer_states_equal_one_text_at_a_time(any_model):
+    """Contrast-pair texts (shared prefix, different endings) through the packed extraction path."""
+    tok = any_model.tokenizer
+    texts = [prompts.render_chat(tok, u, start) for u in USERS[:2] for start in ("Sure, here", "I'm sorry")]
+    got = runner.layer_states(any_model, texts, batch_tokens=60)
+    assert got.shape == (len(texts), any_model.n_layers, any_model.hidden_size)
+    for i, text in enumerate(texts):
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        hs = any_model.model(input_ids=ids, output_hidden_states=True).hidden_states
+        expected = torch.stack(hs[1:], dim=1)[0, :, -1, :].float()
+        torch.testing.assert_close(got[i], expected, atol=ATOL, rtol=0)
+
+
+def test_next_token_states_equal_reference(any_model):
+    vec = random_vector(any_model, seed=10)
+    texts = chat_texts(any_model)
+    coeffs = [0.0, 3.0, -3.0, 1.0]
+    states, logits = runner.next_token_states(any_model, texts, vec, [-2, -1], coeffs)
+    head = any_model.model.get_output_embeddings()
+    for i, (text, c) in enumerate(zip(texts, coeffs)):
+        ids = torch.tensor([any_model.tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with steer(any_model.model, vec, [-2, -1], c), torch.no_grad():
+            h = any_model.model.base_model(input_ids=ids).last_hidden_state[0, -1].float()
+        torch.testing.assert_close(states[i], h, atol=ATOL, rtol=0)
+        with torch.no_grad():
+            torch.testing.assert_close(logits[i], head(h), atol=ATOL, rtol=0)

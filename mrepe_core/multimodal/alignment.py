@@ -64,15 +64,27 @@ def cmc(source: torch.Tensor, target: torch.Tensor) -> float:
     return float(cosine(source, target).mean())
 
 
+def target_groups(target: torch.Tensor) -> torch.Tensor:
+    """Id of each row's distinct target: the five captions of one image share their image."""
+    return torch.unique(target, dim=0, return_inverse=True)[1]
+
+
 def recall_at_1(source: torch.Tensor, target: torch.Tensor) -> float:
-    """Share of rows whose most similar target (among all rows) is its own pair."""
+    """Share of rows whose most similar target (among all rows) is their own pair's target."""
     sims = nn.functional.normalize(source.float(), dim=-1) @ nn.functional.normalize(target.float(), dim=-1).T
-    return float((sims.argmax(-1) == torch.arange(sims.shape[0])).float().mean())
+    groups = target_groups(target)
+    return float((groups[sims.argmax(-1)] == groups).float().mean())
 
 
-def info_nce(mapped: torch.Tensor, targets: torch.Tensor, tau: float) -> torch.Tensor:
-    """Eq. 3 averaged over the batch; row ``k`` of ``targets`` is the positive of row ``k``."""
+def info_nce(mapped: torch.Tensor, targets: torch.Tensor, tau: float, groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 3 averaged over the batch; row ``k`` of ``targets`` is the positive of row ``k``.
+
+    The negatives ``N`` of row ``k`` are the other rows' targets, except copies of its own target
+    (rows of the same ``groups`` id): another caption's image is the same image, not a negative."""
     logits = nn.functional.normalize(mapped, dim=-1) @ nn.functional.normalize(targets, dim=-1).T / tau
+    if groups is not None:
+        same = (groups.view(-1, 1) == groups.view(1, -1)) & ~torch.eye(len(groups), dtype=torch.bool, device=logits.device)
+        logits = logits.masked_fill(same, float("-inf"))
     return nn.functional.cross_entropy(logits, torch.arange(mapped.shape[0], device=mapped.device))
 
 
@@ -197,6 +209,7 @@ def _fit(model: AlignmentMap, source: torch.Tensor, target: torch.Tensor, config
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = source.shape[0]
     batch = min(config.batch_size, n)
+    groups = target_groups(target)
     losses = []
     for _ in range(config.epochs):
         model.train()
@@ -204,7 +217,7 @@ def _fit(model: AlignmentMap, source: torch.Tensor, target: torch.Tensor, config
         total, count = 0.0, 0
         for start in range(0, n - batch + 1, batch):  # equal batches: every pair sees batch-1 negatives
             idx = order[start:start + batch]
-            loss = info_nce(model(source[idx]), target[idx], config.tau)
+            loss = info_nce(model(source[idx]), target[idx], config.tau, groups[idx])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

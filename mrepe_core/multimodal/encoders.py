@@ -56,6 +56,8 @@ def how_to_supply(kind: str) -> str:
         f"access: `hf download {example} --local-dir ./{kind}-weights` - or a Hugging Face id such as "
         f"'{example}' if this machine can reach the hub; (2) set the environment variable {env} to that "
         f"path or id before starting the app. Only safetensors weights are loaded."
+        + (" An open_clip model also works in the CLIP field as 'MODEL_NAME@/path/weights.safetensors' "
+           "(needs open_clip_torch and torchvision)." if kind == "clip" else "")
     )
 
 
@@ -378,6 +380,12 @@ class OpenCLIPEncoder(BaseEncoder):
             ])
 
 
+def is_open_clip_spec(spec: str) -> bool:
+    """``MODEL_NAME@/path/weights.safetensors`` selects the optional open_clip backend."""
+    name, _, weights = spec.partition("@")
+    return bool(name) and weights.endswith(".safetensors") and "/" not in name
+
+
 def open_clip_available() -> bool:
     try:
         import open_clip  # noqa: F401
@@ -423,6 +431,8 @@ _CACHE_LOCK = threading.Lock()
 def load_encoder(kind: str, spec: str | None = None, device: str = "cpu", use_cache: bool = True) -> BaseEncoder:
     """Load a CLIP / CLAP / open_clip encoder from a local folder, a hub id or the env variable."""
     spec = resolve_encoder_spec(kind, spec)
+    if kind == "clip" and is_open_clip_spec(spec):
+        kind = "open_clip"  # 'MODEL@weights.safetensors' in the CLIP field: the open_clip backend
     key = (kind, spec, str(device))
     with _CACHE_LOCK:
         if use_cache and key in _CACHE:

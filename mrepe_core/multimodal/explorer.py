@@ -56,7 +56,9 @@ class ConceptAnalysis:
             lines.append(f"Bound fits unavailable: {self.fit_error}")
         if self.concept.source == "built-in":
             items = self.concept.positives + self.concept.negatives + self.concept.off_target
-            lines.append("Credits: " + "; ".join(dict.fromkeys(it.credit for it in items)) + ".")
+            credits = list(dict.fromkeys(it.credit for it in items))
+            lines.append(f"<details><summary>Credits ({len(credits)} sources)</summary>\n\n"
+                         + "; ".join(credits) + ".\n\n</details>")
         return "\n\n".join(lines)
 
 

@@ -307,9 +307,11 @@ def lm_attention_intervention(loaded, prompt: str, span: str | tuple[int, int], 
             stack.enter_context(attention_bias(model, keys, bias, chosen))
             if vector is not None and coeff != 0.0:
                 stack.enter_context(steer(model, vector, steering_layers, coeff))
-            logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1).logits[0, -1]
             gen = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=int(max_new_tokens),
-                                 do_sample=False, pad_token_id=pad_id)
+                                 do_sample=False, pad_token_id=pad_id, output_logits=True,
+                                 return_dict_in_generate=True)
+            logits = gen.logits[0][0]  # raw (unprocessed) next-token logits of the prompt
+            gen = gen.sequences
             with eager_attention(model):
                 attentions = model(input_ids=ids, attention_mask=attn, output_attentions=True,
                                    use_cache=False, logits_to_keep=1).attentions

@@ -72,7 +72,9 @@ def decode_image(source: MediaSource, max_bytes: int = MAX_IMAGE_BYTES,
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise MediaError(f"{name}: the image claims too many pixels ({exc}). Downscale it first.") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise MediaError(
             f"{name}: not a readable image ({type(exc).__name__}). Upload a JPEG, PNG, WebP, GIF or BMP file."
         ) from exc

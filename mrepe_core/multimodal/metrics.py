@@ -3,7 +3,8 @@ classifier and the input / perturbation set can be stated exactly. Every result 
 
 * SCR on a language model: ``X_unsafe`` = harmful requests shipped in ``assets/behaviors``,
   ``f(x) in Y_safe`` = the greedy continuation refuses, judged by the refusal-prefix classifier of
-  Zou et al. 2023 / Arditi et al. 2024 (substring match; known to miss paraphrased refusals).
+  Zou et al. 2023 / Arditi et al. 2024 (substring match near the start: it misses paraphrased
+  refusals and counts any apology, e.g. "I'm sorry for your loss", as one).
 * AR of a zero-shot classifier (CLIP/CLAP, labels as text prompts), two perturbation sets:
   - the L2 ball of radius eps around the unit embedding: exact (certified), because the zero-shot
     decision is linear in the embedding;
@@ -154,6 +155,8 @@ def pgd_image_robustness(encoder, images: Sequence, label_embeddings: torch.Tens
     AR counts the images whose prediction survives; an upper bound (the attack may miss)."""
     if not 0 <= eps <= 1 or steps < 1:
         raise MetricError("eps must be in [0, 1] and steps >= 1.")
+    if not hasattr(encoder, "pixel_mean_std"):
+        raise MetricError("The PGD attack needs the transformers CLIP backend (differentiable preprocessing).")
     step_size = step_size if step_size is not None else 2.5 * eps / steps
     mean, std = encoder.pixel_mean_std
     labels = torch.nn.functional.normalize(label_embeddings.float(), dim=-1).to(encoder.device)

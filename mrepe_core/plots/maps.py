@@ -26,8 +26,6 @@ OTHER_SIDE_SYMBOLS = ("square", "triangle-up", "cross", "triangle-down", "hexago
 STEERED_NAME = "steered"
 ARROWS_NAME = "steering path"
 STEERED_COLOR = "#000000"
-# Above this many points plotly.js draws faster with WebGL than with SVG.
-WEBGL_THRESHOLD = 3000
 
 
 class MapPlotError(ValueError):
@@ -135,7 +133,9 @@ def concept_map_figure(
         raise MapPlotError(f"hover_text has {len(hover_text)} entries for {n_points} points.")
     if r_e is not None and not math.isfinite(float(r_e)):
         raise MapPlotError(f"r_e must be finite; got {r_e!r}.")
-    scatter_type = "scattergl" if n_points > WEBGL_THRESHOLD else "scatter"
+    # SVG scatter only: the dashboard ships plotly's basic bundle, which has no scattergl, and
+    # concept maps stay at a few thousand points at most.
+    scatter_type = "scatter"
 
     colors = set_colors(sets)
     symbols = side_symbols(sides)

@@ -21,14 +21,16 @@ against one-sequence-at-a-time full forward passes (``tests/test_runner_fast.py`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Hashable, Sequence
+from typing import TYPE_CHECKING, Hashable, Sequence
 
 import numpy as np
 import torch
 
 from .models import LoadedModel, resolve_layers
 from .steering import steer
-from .vectors import SteeringVector
+
+if TYPE_CHECKING:  # vectors may import this module for packed extraction
+    from .vectors import SteeringVector
 
 # Packed rows hold up to this many tree nodes: longer rows share more prefix but pay a quadratic
 # (dense, mostly masked) attention cost; measured on a 2-core CPU with SmolLM2-135M.

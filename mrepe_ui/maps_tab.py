@@ -36,7 +36,7 @@ from mrepe_core.plots.diagnostics import FINAL_SHIFT_HEIGHT
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
 from mrepe_core.sweep import SweepConfig, SweepResult, diagnostic_grid, prepare
 
-from .common import MODEL_QUEUE, chart_value, fmt, gpu, plotly_chart, upload_path, user_errors
+from .common import MODEL_QUEUE, chart_value, fmt, gpu, message_figure, plotly_chart, upload_path, user_errors
 
 PROJECTIONS = [("PCA (exact, instant)", "pca"), ("UMAP (umap-learn)", "umap")]
 STEERABLE_SETS = [("held-out behaviour prompts", "eval"), ("helpfulness questions", "helpfulness"),
@@ -148,13 +148,6 @@ def _layer_count(result: SweepResult | None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-def message_figure(text: str, height: int = 360) -> go.Figure:
-    """An empty chart that says why it is empty."""
-    fig = go.Figure()
-    fig.update_layout(height=height, template="plotly_white", xaxis=dict(visible=False), yaxis=dict(visible=False),
-                      annotations=[dict(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                                        font=dict(size=13, color="#666"))])
-    return fig
 
 
 def _or_message(build, empty: str) -> go.Figure:

@@ -29,7 +29,7 @@ from mrepe_core.plots import PlotDataError, behavior_figure, helpfulness_figure,
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
 from mrepe_core.sweep import MAX_GRID, SweepCancelled, SweepConfig, SweepResult, run_sweep
 
-from .common import (EXPORT_QUEUE, MODEL_QUEUE, chart_value, error_message, export_root, fmt, gpu, log,
+from .common import (EXPORT_QUEUE, MODEL_QUEUE, chart_value, error_message, message_figure, export_root, fmt, gpu, log,
                      new_export_dir, plotly_chart, read_upload, reports_errors, user_errors)
 
 CUSTOM = "custom"
@@ -154,13 +154,6 @@ def initial_r_e(result: SweepResult, fits: Fits) -> float:
     return snap(best, lo, hi, slider_step(lo, hi))
 
 
-def message_figure(text: str) -> go.Figure:
-    """An empty chart that says why it is empty (no data of that kind in the result)."""
-    # A plain layout dict: plotly's named templates cost ~0.2 s per figure to expand.
-    return go.Figure(layout=dict(
-        height=360, paper_bgcolor="white", plot_bgcolor="white", xaxis=dict(visible=False), yaxis=dict(visible=False),
-        annotations=[dict(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                          font=dict(size=14, color="#666"))]))
 
 
 def build_figures(result: SweepResult | None, fits: Fits, r_e: float | None) -> tuple[go.Figure, go.Figure, go.Figure]:

@@ -135,9 +135,9 @@ def test_cli_reports_bad_preset(tmp_path, capsys):
 def test_shipped_presets_are_valid():
     presets = {p.name: p for p in list_presets()}
     assert {"harmless-smollm2", "not-racist-smollm2"} <= set(presets)
-    for p in presets.values():
-        assert p.config.r_steps >= 21 and p.config.n_eval >= 40
-        assert p.config.n_questions_per_subject * len(p.config.helpfulness_subjects) >= 100
+    default = presets["harmless-smollm2"].config  # the size floor for the default preset
+    assert default.r_steps >= 21 and default.n_eval >= 40
+    assert default.n_questions_per_subject * len(default.helpfulness_subjects) >= 100
 
 
 def test_malformed_preset_messages(tmp_path):

@@ -19,38 +19,21 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 
 from . import metrics, prompts, runner
 from .models import LoadedModel
-from .steering import steer
 from .vectors import SteeringVector
 
 HALF_NORMAL_MEAN = float(np.sqrt(2 / np.pi))  # E|X| / sigma for X ~ N(0, sigma^2): the paper's 0.8
 
 
-@torch.no_grad()
-def final_state_and_logits(loaded: LoadedModel, texts, vector, layers, coefficients):
-    """Final hidden state (after the last norm) and logits at the last position, per row."""
-    enc = runner.encode_left_padded(loaded, texts)
-    coeff = torch.as_tensor(coefficients, dtype=torch.float32)
-    with steer(loaded.model, vector, layers, coeff):
-        hidden = loaded.model.base_model(**enc, use_cache=False).last_hidden_state[:, -1, :]
-        logits = loaded.model.get_output_embeddings()(hidden)
-    return hidden.float().cpu(), logits.float().cpu()
-
-
 def _shifts(loaded, texts, vector, layers, r_grid):
     """δr and U·δr for every (r, text): arrays [n_r, n_texts, d] and [n_r, n_texts, V]."""
-    n = len(texts)
-    h0, l0 = final_state_and_logits(loaded, texts, None, layers, 0.0)
-    dh, dl = [], []
-    for r in r_grid:
-        h, logit = final_state_and_logits(loaded, texts, vector, layers, [float(r)] * n)
-        dh.append((h - h0).numpy())
-        dl.append((logit - l0).numpy())
-    return np.stack(dh), np.stack(dl), l0.numpy()
+    states, logits = runner.next_token_states_grid(loaded, texts, vector, layers, [0.0, *r_grid])
+    dh = (states[1:] - states[0]).numpy()
+    dl = (logits[1:] - logits[0]).numpy()
+    return dh, dl, logits[0].numpy()
 
 
 def fit_slope_through_origin(x, y) -> tuple[float, float]:

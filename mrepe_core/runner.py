@@ -605,7 +605,36 @@ def next_token_states(
     return states[order].float().cpu(), logits[order].float().cpu()
 
 
-def layer_states(loaded: LoadedModel, texts: Sequence[str], batch_tokens: int = BATCH_TOKENS) -> torch.Tensor:
+def next_token_states_grid(
+    loaded: LoadedModel,
+    texts: Sequence[str],
+    vector: SteeringVector | None,
+    layers,
+    r_grid: Sequence[float],
+    rows_per_call: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``next_token_states`` of every text at every coefficient of ``r_grid``: float32
+    [n_r, n, d] and [n_r, n, vocab]. On the packed path the layers below the first steered one
+    run once per text, not once per (text, r_e)."""
+    grid = [float(r) for r in r_grid]
+    scorer = NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=rows_per_call)
+    n = len(scorer.texts)
+    states = torch.empty((len(grid), n, loaded.hidden_size), dtype=torch.float32)
+    logits = None
+    todo = [(u, r) for r in grid for u in range(len(scorer.units))]
+    slot = {r: k for k, r in enumerate(grid)}
+    for start in range(0, len(todo), rows_per_call):
+        out_rows, lg, st = scorer.run(todo[start:start + rows_per_call], return_states=True)
+        if logits is None:
+            logits = torch.empty((len(grid), n, lg.shape[-1]), dtype=torch.float32)
+        for j, (i, r) in enumerate(out_rows):
+            states[slot[r], i] = st[j].float().cpu()
+            logits[slot[r], i] = lg[j].float().cpu()
+    return states, logits
+
+
+def layer_states(loaded: LoadedModel, texts: Sequence[str], batch_tokens: int = BATCH_TOKENS,
+                 plain_batch_rows: int = 16) -> torch.Tensor:
     """Unsteered last-token output of every decoder layer: float32 [n_texts, n_layers, d].
 
     Same numbers as ``output_hidden_states=True`` (``hidden_states[1:]`` at the last position,
@@ -619,7 +648,7 @@ def layer_states(loaded: LoadedModel, texts: Sequence[str], batch_tokens: int = 
         raise ValueError("A text is empty (no tokens).")
     stack = _packed_stack(loaded, max(len(s) for s in ids))
     if stack is None:
-        return _plain_layer_states(loaded, list(texts))
+        return _plain_layer_states(loaded, list(texts), plain_batch_rows)
     units = []
     for items, tree, nodes in pack_units([[s] for s in ids]):
         unit = PackedUnit(items, tree)

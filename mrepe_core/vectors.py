@@ -140,26 +140,18 @@ def directions_from_diffs(diffs: torch.Tensor, method: str) -> tuple[torch.Tenso
     return torch.stack(out), stats
 
 
-@torch.no_grad()
 def hidden_states(loaded, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
     """Last-token hidden state after every decoder layer: float32 [n_texts, n_layers, hidden].
 
-    Texts are left-padded, so position -1 is the last real token of every row.
+    The numbers of ``output_hidden_states=True`` at each text's last token; a positive and a
+    negative text usually share a long prefix (the same request), which the packed runner
+    computes once. ``batch_size`` sets the rows per forward on the plain (left-padded) path.
     """
     from .models import exclusive
-    from .runner import encode_left_padded
+    from .runner import layer_states
 
-    model = loaded.model
-    out = []
-    with exclusive(model):
-        for start in range(0, len(texts), batch_size):
-            # Explicit position ids: absolute-position models (GPT-2) would otherwise see a
-            # padded text at shifted positions and return different states.
-            enc = encode_left_padded(loaded, list(texts[start:start + batch_size]))
-            res = model(**enc, output_hidden_states=True, use_cache=False, logits_to_keep=1)
-            hs = torch.stack(res.hidden_states[1:], dim=1)[:, :, -1, :]
-            out.append(hs.float().cpu())
-    return torch.cat(out)
+    with exclusive(loaded.model):
+        return layer_states(loaded, list(texts), plain_batch_rows=batch_size)
 
 
 def dataset_hash(pairs) -> str:

@@ -289,3 +289,17 @@ def test_next_token_states_equal_reference(any_model):
         torch.testing.assert_close(states[i], h, atol=ATOL, rtol=0)
         with torch.no_grad():
             torch.testing.assert_close(logits[i], head(h), atol=ATOL, rtol=0)
+
+
+def test_next_token_states_grid_equals_per_coefficient_calls(any_model):
+    """The diagnostics' grid helper: every (r_e, text) cell equals a one-coefficient call."""
+    vec = random_vector(any_model, seed=11)
+    texts = chat_texts(any_model)
+    grid = [0.0, 2.5, -4.0]
+    states, logits = runner.next_token_states_grid(any_model, texts, vec, [-2, -1], grid, rows_per_call=3)
+    assert states.shape == (len(grid), len(texts), any_model.hidden_size)
+    for k, r in enumerate(grid):
+        s_ref, l_ref = runner.next_token_states(any_model, texts, vec, [-2, -1], [r] * len(texts))
+        torch.testing.assert_close(states[k], s_ref, atol=ATOL, rtol=0)
+        torch.testing.assert_close(logits[k], l_ref, atol=ATOL, rtol=0)
+    assert not torch.equal(states[1], states[2])

@@ -21,6 +21,36 @@ def tiny_config(model_dir, **kw):
     return SweepConfig(**base)
 
 
+def test_repeat_is_served_without_loading_the_model(tiny_model_dir, tmp_path, monkeypatch):
+    """A local-file model's repeated sweep is found by file identity before any model load; a
+    touched model file changes that identity, and the full (loaded) lookup takes over."""
+    import os
+
+    from mrepe_core import sweep as sweep_mod
+
+    config = tiny_config(tiny_model_dir, r_steps=3, n_diagnostics=0)
+    first = run_sweep(config, cache_dir=tmp_path)
+    assert not first.from_cache and sweep_mod.file_cache_key(config) is not None
+
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded for a cached sweep")
+
+    monkeypatch.setattr(sweep_mod, "load_model", no_load)
+    again = run_sweep(config, cache_dir=tmp_path)
+    assert again.from_cache
+    pd.testing.assert_frame_equal(again.aggregates, first.aggregates, check_dtype=False)
+    weights = next(p for p in tiny_model_dir.iterdir() if p.suffix == ".safetensors")
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    with pytest.raises(AssertionError, match="was loaded"):
+        run_sweep(config, cache_dir=tmp_path)
+
+
+def test_hub_ids_have_no_file_key():
+    from mrepe_core.sweep import file_cache_key
+
+    assert file_cache_key(SweepConfig(model="someone/some-model")) is None
+
+
 def test_coarse_first_order_and_plan():
     grid = [float(x) for x in range(-4, 5)]
     order = coarse_first(grid)
@@ -74,7 +104,7 @@ def test_sweep_runs_caches_and_reports(tiny_model_dir, tmp_path):
     pd.testing.assert_frame_equal(again.aggregates.reset_index(drop=True), agg.reset_index(drop=True),
                                   check_dtype=False)
     # A corrupt cache entry is recomputed, not trusted.
-    entry = next(p for p in tmp_path.iterdir() if p.is_dir())
+    entry = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name != "index")
     (entry / "results.csv").write_text("garbage")
     third = run_sweep(config, cache_dir=tmp_path)
     assert not third.from_cache

@@ -55,8 +55,9 @@ def test_stored_checks_open_without_a_model():
     assert "|δr| measured" in names(chart(final)) and any(n.startswith("λ|r_e|") for n in names(chart(final)))
     assert "std of the logit noise" in names(chart(noise))
     assert "good − bad answer tokens" in names(chart(sep))
-    # Stored results keep the noise's spread, not its samples: the histogram says how to get them.
-    assert "Measure the checks now" in chart(hist)["layout"]["annotations"][0]["text"]
+    # Stored results keep the noise samples (diagnostics_noise.csv): the histogram opens with them.
+    assert [t["type"] for t in chart(hist)["data"]] == ["bar", "scatter"]
+    assert "Logit noise at r_e" in chart(hist)["layout"]["title"]["text"]
     assert {"λ", "λσ"} <= set(table["parameter"]) and "Preset tiny-maps" in notes
     assert layers["value"] == "1:3" and layer["maximum"] == 3
     with pytest.raises(gr.Error, match="Unknown preset"):

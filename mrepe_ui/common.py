@@ -163,19 +163,82 @@ const plotlyReady = () => new Promise((resolve) => {
   const check = () => (window.Plotly ? resolve(window.Plotly) : setTimeout(check, 10));
   check();
 });
+// What is on screen, as (everything but the marker traces, the marker's coordinates to 6 digits):
+// a server update that only confirms a marker the browser already moved is not redrawn.
+let shownBase = null, shownMarker = null;
+const frameTable = (fig) => (fig && fig.layout && fig.layout.meta && fig.layout.meta.marker_frames) || null;
+const round6 = (a) => (a || []).map((v) => (typeof v === 'number' ? Number(v.toPrecision(6)) : v));
+const markerKey = (traces) => JSON.stringify(traces.map((t) => [round6(t.x), round6(t.y)]));
+function keys(fig) {
+  const mf = frameTable(fig);
+  const n = mf ? mf.traces[0] : (fig.data || []).length;
+  return [JSON.stringify([(fig.data || []).slice(0, n), fig.layout || {}]),
+          mf ? markerKey((fig.data || []).slice(n)) : null];
+}
 async function draw() {
   const Plotly = await plotlyReady();
   const text = props.value;
-  if (!text) { Plotly.purge(host); return; }
+  if (!text) { Plotly.purge(host); shownBase = shownMarker = null; return; }
   const fig = JSON.parse(text);
+  const [base, marker] = keys(fig);
+  if (marker !== null && base === shownBase && marker === shownMarker) return;
   const name = (element.closest('[id$="-plot"]') || {}).id || 'chart';
   await Plotly.react(host, fig.data || [], fig.layout || {}, {responsive: true, displaylogo: false,
     toImageButtonOptions: {format: 'png', filename: name, scale: 2}});
+  shownBase = base;
+  shownMarker = marker;
 }
 const redraw = () => { chain = chain.then(draw).catch((e) => console.error('chart', e)); };
+// Slider fast path: move the marker to r_e from the figure's own table (layout.meta.marker_frames,
+// one entry per slider position), without a server round trip. False when there is no table or
+// r_e is not one of its positions; the server's update then draws the marker.
+host.__mrepeMove = (v) => {
+  const mf = frameTable(host);
+  if (!window.Plotly || !mf || !host.data) return false;
+  const k = nearestIndex(mf.r, v);
+  if (k < 0) return false;
+  const data = host.data.slice();
+  mf.traces.forEach((idx, j) => { data[idx] = Object.assign({}, data[idx], mf.frames[k][j]); });
+  chain = chain.then(() => window.Plotly.react(host, data, host.layout))
+    .then(() => { shownMarker = markerKey(mf.frames[k]); })
+    .catch((e) => console.error('marker', e));
+  return true;
+};
+function nearestIndex(grid, v) {
+  let k = -1, best = Infinity;
+  for (let i = 0; i < grid.length; i++) {
+    const d = Math.abs(grid[i] - v);
+    if (d < best) { best = d; k = i; }
+  }
+  const span = Math.abs(grid[grid.length - 1] - grid[0]) || 1;
+  return best <= 1e-6 * span + 1e-9 ? k : -1;
+}
 redraw();
 watch('value', redraw);
 """
+
+
+def marker_move_js(chart_ids: Sequence[str]) -> str:
+    """``js=`` of a slider's release with the readout Markdown as its one output: moves the marker of
+    every chart in ``chart_ids`` in the browser and returns the readout for the new position from the
+    first chart's ``layout.meta.readouts`` (one per slider position). The server's handler for the
+    same release still runs and confirms both."""
+    return """
+(r) => {
+  const v = Number(r);
+  const hosts = %s.map((id) => document.querySelector('#' + id + ' .mrepe-chart'));
+  hosts.forEach((h) => { if (h && h.__mrepeMove) h.__mrepeMove(v); });
+  const meta = hosts[0] && hosts[0].layout && hosts[0].layout.meta;
+  if (meta && meta.readouts && meta.marker_frames) {
+    const grid = meta.marker_frames.r;
+    let k = -1, best = Infinity;
+    grid.forEach((x, i) => { const d = Math.abs(x - v); if (d < best) { best = d; k = i; } });
+    const span = Math.abs(grid[grid.length - 1] - grid[0]) || 1;
+    if (k >= 0 && best <= 1e-6 * span + 1e-9) return meta.readouts[k];
+  }
+  return '**r_e = ' + Number(v.toPrecision(3)) + '** · …';
+}
+""" % (json.dumps(list(chart_ids)),)
 
 
 def plotly_script_url() -> str:

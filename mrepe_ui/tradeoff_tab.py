@@ -25,12 +25,13 @@ import plotly.graph_objects as go
 from mrepe_core import datasets, prompts, runner
 from mrepe_core.bounds import AlignmentFit, EfficientRegime, HelpfulnessFit
 from mrepe_core.models import DEFAULT_MODEL, load_model, resolve_layers
-from mrepe_core.plots import PlotDataError, behavior_figure, helpfulness_figure, interpolate_at, tradeoff_figure
+from mrepe_core.plots import (PlotDataError, behavior_figure, helpfulness_figure, interpolate_at, marker_frames,
+                              tradeoff_figure)
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
 from mrepe_core.sweep import MAX_GRID, SweepCancelled, SweepConfig, SweepResult, run_sweep
 
 from .common import (EXPORT_QUEUE, MODEL_QUEUE, chart_value, error_message, message_figure, export_root, fmt, gpu, log,
-                     new_export_dir, plotly_chart, read_upload, reports_errors, user_errors)
+                     marker_move_js, new_export_dir, plotly_chart, read_upload, reports_errors, user_errors)
 
 CUSTOM = "custom"
 N_CHOICES = 4  # MMLU questions have four options: chance = 1/4
@@ -134,6 +135,13 @@ def r_range(result: SweepResult) -> tuple[float, float]:
     return float(min(r.min(), result.config.r_min)), float(max(r.max(), result.config.r_max))
 
 
+def slider_grid(result: SweepResult) -> list[float]:
+    """Every position of the r_e slider for this result (its minimum plus whole steps)."""
+    lo, hi = r_range(result)
+    step = slider_step(lo, hi)
+    return [round(lo + k * step, 10) for k in range(int(math.floor((hi - lo) / step + 1e-9)) + 1)]
+
+
 def slider_step(lo: float, hi: float) -> float:
     """A round step giving ~160 slider positions over [lo, hi] (1, 2 or 5 times a power of ten)."""
     raw = max((hi - lo) / 160.0, 1e-6)
@@ -162,11 +170,12 @@ def build_figures(result: SweepResult | None, fits: Fits, r_e: float | None) -> 
         msg = "No results yet: pick a preset or run a sweep."
         return message_figure(msg), message_figure(msg), message_figure(msg)
     agg = result.aggregates
+    grid = slider_grid(result) if r_e is not None else None
     figs = []
     builders = (
-        lambda: behavior_figure(agg, fits.alignment, marker_r_e=r_e),
-        lambda: helpfulness_figure(agg, fits.helpfulness, n_choices=N_CHOICES, marker_r_e=r_e),
-        lambda: tradeoff_figure(agg, fits.regime, marker_r_e=r_e),
+        lambda: behavior_figure(agg, fits.alignment, marker_r_e=r_e, marker_grid=grid),
+        lambda: helpfulness_figure(agg, fits.helpfulness, n_choices=N_CHOICES, marker_r_e=r_e, marker_grid=grid),
+        lambda: tradeoff_figure(agg, fits.regime, marker_r_e=r_e, marker_grid=grid),
     )
     for build, empty in zip(builders, ("No behaviour rows in this result.",
                                        "No helpfulness rows (no MMLU subjects chosen).",
@@ -194,10 +203,23 @@ def readout_markdown(result: SweepResult | None, fits: Fits, r_e: float) -> str:
     """Measured B and mean P(correct) at ``r_e`` (linear interpolation on the computed grid)."""
     if result is None or result.aggregates.empty:
         return "**r_e** — no results loaded"
+    return _readout(_readout_curves(result), fits, r_e)
+
+
+def readout_table(result: SweepResult, fits: Fits, grid: list[float]) -> list[str]:
+    """``readout_markdown`` at every slider position (curves selected once)."""
+    curves = _readout_curves(result)
+    return [_readout(curves, fits, r) for r in grid]
+
+
+def _readout_curves(result: SweepResult):
+    return (_curve(result, "behavior", "behavior_expectation"),
+            _curve(result, "helpfulness", "helpfulness", "mean"), r_range(result))
+
+
+def _readout(curves, fits: Fits, r_e: float) -> str:
+    beh, hel, (lo, hi) = curves
     parts = [f"**r_e = {fmt(r_e)}**"]
-    beh = _curve(result, "behavior", "behavior_expectation")
-    hel = _curve(result, "helpfulness", "helpfulness", "mean")
-    lo, hi = r_range(result)
     if beh is not None:
         b = interpolate_at(*beh, r_e)
         fit = f" (Theorem 1 fit {fmt(float(fits.alignment.predict(r_e)))})" if fits.alignment else ""
@@ -260,6 +282,10 @@ def _layer_text(layers) -> str:
 def chart_values(session: TradeoffSession, r_e: float | None) -> tuple[str, str, str]:
     """The three charts as plotly JSON (the chart components' values)."""
     b, h, t = build_figures(session.result, session.fits, r_e)
+    if r_e is not None and session.result is not None and marker_frames(b) is not None:
+        # The slider's browser-side fast path reads the readout text from here (marker_move_js).
+        b.layout.meta = {**b.layout.meta, "readouts": readout_table(session.result, session.fits,
+                                                                    marker_frames(b)["r"])}
     return chart_value(b), chart_value(h), chart_value(t)
 
 
@@ -850,6 +876,10 @@ def build_tradeoff_tab() -> None:
                 concurrency_id=MODEL_QUEUE, concurrency_limit=1, trigger_mode="always_last")
 
     # The slider: marker redraws bypass the queue; generation waits its turn in the model queue.
+    # The browser moves the markers and readout at once from tables in the figures; the server's
+    # answer (same API as /set_coefficient) records the position and confirms without redrawing.
+    slider.release(None, [slider], [readout], js=marker_move_js(CHART_IDS), queue=False,
+                   trigger_mode="always_last", api_visibility="private", show_progress="hidden")
     slider.release(set_coefficient, [slider, state], [*plots, readout], queue=False, trigger_mode="always_last",
                    api_name="set_coefficient", show_progress="hidden")
     slider.release(generate_on_release, [prompt, slider, max_tokens, state], [unsteered, steered],

@@ -69,6 +69,12 @@ def test_preset_charts_slider_and_bad_upload(app_url, browser, tmp_path):
     for chart in ("behavior-plot", "helpfulness-plot"):
         assert chart_marker_x(page, chart) == pytest.approx(value)
     assert f"r_e = {value:.3g}" in readouts[-1] and "B = " in readouts[-1]
+    # The browser moved markers and readout from the figures' tables; the server's confirmation of
+    # the same release, arriving later, must leave them there (not redraw an older position).
+    page.wait_for_timeout(1500)
+    for chart in ("behavior-plot", "helpfulness-plot"):
+        assert chart_marker_x(page, chart) == pytest.approx(value)
+    assert f"r_e = {value:.3g}" in page.locator("#re-readout").inner_text()
     assert len(set(readouts)) >= 8
 
     bad = tmp_path / "malformed.csv"

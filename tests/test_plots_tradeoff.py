@@ -182,3 +182,28 @@ def test_bad_input_raises_clear_errors(agg):
         behavior_figure(agg, marker_r_e=float("nan"))
     with pytest.raises(PlotDataError, match="n_choices"):
         helpfulness_figure(agg, n_choices=1)
+
+
+@pytest.mark.parametrize("which", ["behavior", "helpfulness", "tradeoff"])
+def test_marker_table_equals_the_marker_built_at_each_position(agg, fits, which):
+    """The browser moves markers by looking up layout.meta.marker_frames: every entry must be the
+    marker the figure would draw at that r_e (including an empty marker outside the grid)."""
+    from mrepe_core.plots import marker_frames
+
+    align, helpful, regime = fits
+    build = {"behavior": lambda r, g=None: behavior_figure(agg, align, marker_r_e=r, marker_grid=g),
+             "helpfulness": lambda r, g=None: helpfulness_figure(agg, helpful, 4, marker_r_e=r, marker_grid=g),
+             "tradeoff": lambda r, g=None: tradeoff_figure(agg, regime, marker_r_e=r, marker_grid=g)}[which]
+    grid = [-60.0, -2.5, 0.0, 1.3, 4.0]
+    fig = build(0.0, grid)
+    table = marker_frames(fig)
+    assert table["r"] == grid and len(table["frames"]) == len(grid)
+    assert table["traces"][-1] == len(fig.data) - 1 and fig.data[table["traces"][0]].name in (MARKER_LINE_NAME, MARKER_NAME)
+    for r, frame in zip(grid, table["frames"]):
+        at_r = build(r)
+        for idx, entry in zip(table["traces"], frame):
+            assert list(entry["x"]) == pytest.approx(list(at_r.data[idx].x), nan_ok=True)
+            assert list(entry["y"]) == pytest.approx(list(at_r.data[idx].y), nan_ok=True)
+    assert marker_frames(build(0.0)) is None  # no grid, no table
+    with pytest.raises(ValueError, match="marker_grid"):
+        build(0.0, [float("nan")])

@@ -16,6 +16,7 @@ from .tradeoff import (
     behavior_figure,
     helpfulness_figure,
     interpolate_at,
+    marker_frames,
     tradeoff_figure,
 )
 
@@ -30,6 +31,7 @@ __all__ = [
     "final_shift_figure",
     "helpfulness_figure",
     "interpolate_at",
+    "marker_frames",
     "layer_map_figure",
     "logit_noise_figure",
     "noise_histogram_figure",

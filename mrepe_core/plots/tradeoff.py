@@ -2,7 +2,9 @@
 
 Input ``agg`` is the tidy aggregate table of ``sweep.aggregate``: columns
 ``r_e, task, metric, subject, value, stderr, n``. Every figure puts its current-r_e marker in the
-LAST trace(s), so the UI can rebuild figures on each slider move (cheap) instead of patching them.
+LAST trace(s). Given ``marker_grid`` (the slider's positions), a figure also carries the marker
+traces for every position in ``layout.meta["marker_frames"]``, so a browser can move the marker
+by table lookup without asking the server (see ``marker_frames``).
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
-def _figure(traces: list[dict], uirevision: str, x_title: str, y_title: str, x_range=None, y_range=None) -> go.Figure:
+def _figure(traces: list[dict], uirevision: str, x_title: str, y_title: str, x_range=None, y_range=None,
+            meta: dict | None = None) -> go.Figure:
     """Assemble the figure without plotly's per-property validation.
 
     Validation costs ~5 ms per trace and these figures are rebuilt on every slider move (budget: all
@@ -145,6 +148,8 @@ def _figure(traces: list[dict], uirevision: str, x_title: str, y_title: str, x_r
         layout["xaxis"]["range"] = list(x_range)
     if y_range is not None:
         layout["yaxis"]["range"] = list(y_range)
+    if meta is not None:
+        layout["meta"] = meta
     return go.Figure(data=traces, layout=layout, _validate=False)
 
 
@@ -171,12 +176,38 @@ def _marker_traces(r_marker: float, points_y: list[float], y_span: tuple[float, 
     return [line, point]
 
 
+MARKER_FRAME_KEYS = ("x", "y", "hovertemplate")
+MAX_MARKER_FRAMES = 2001
+
+
+def _marker_meta(n_traces: int, marker_at, grid) -> dict | None:
+    """``{"marker_frames": {"r", "traces", "frames"}}``: for every r of ``grid`` the changing fields
+    (x, y, hover text) of the marker traces, which are the last ``len(marker_at(r))`` traces."""
+    if grid is None:
+        return None
+    r_values = [float(r) for r in grid]
+    if not r_values or len(r_values) > MAX_MARKER_FRAMES or not all(math.isfinite(r) for r in r_values):
+        raise PlotDataError(f"marker_grid must hold 1-{MAX_MARKER_FRAMES} finite values.")
+    frames = [[{k: t[k] for k in MARKER_FRAME_KEYS if k in t} for t in marker_at(r)] for r in r_values]
+    n_marker = len(frames[0])
+    return {"marker_frames": {"r": r_values, "traces": list(range(n_traces - n_marker, n_traces)),
+                              "frames": frames}}
+
+
+def marker_frames(fig: go.Figure | dict) -> dict | None:
+    """The marker table of a figure built with ``marker_grid`` (None otherwise)."""
+    layout = fig["layout"] if isinstance(fig, dict) else fig.layout.to_plotly_json()
+    meta = layout.get("meta")
+    return meta.get("marker_frames") if isinstance(meta, dict) else None
+
+
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
 
 
-def behavior_figure(agg: pd.DataFrame, fit: AlignmentFit | None = None, marker_r_e: float | None = None) -> go.Figure:
+def behavior_figure(agg: pd.DataFrame, fit: AlignmentFit | None = None, marker_r_e: float | None = None,
+                    marker_grid: Sequence[float] | None = None) -> go.Figure:
     """Measured behaviour expectation B vs r_e (one curve per behaviour), Theorem 1 fit, current-r_e marker."""
     marker_r_e = _check_marker(marker_r_e)
     curves = _curves(_check_agg(agg), "behavior", "behavior_expectation")
@@ -193,14 +224,18 @@ def behavior_figure(agg: pd.DataFrame, fit: AlignmentFit | None = None, marker_r
             type="scatter", x=dense, y=fit.predict(dense), mode="lines", line=dict(color=COLORS["fit"], width=2, dash="dot"),
             name=f"Theorem 1 fit: Δλ={_fmt(fit.delta_lambda)}, B0={_fmt(fit.b0)}, R²={_fmt(fit.r2)}",
             hovertemplate="r_e = %{x:.3g}<br>fit B = %{y:.3f}<extra></extra>"))
+    def marker_at(x: float) -> list[dict]:
+        return _marker_traces(x, [interpolate_at(r, v, x) for r, v, _ in curves.values()], (-1.0, 1.0), "B")
+
     if marker_r_e is not None:
-        ys = [interpolate_at(r, v, marker_r_e) for r, v, _ in curves.values()]
-        traces.extend(_marker_traces(marker_r_e, ys, (-1.0, 1.0), "B"))
-    return _figure(traces, "behavior", R_AXIS_TITLE, B_AXIS_TITLE, y_range=[-1.05, 1.05])
+        traces.extend(marker_at(marker_r_e))
+    meta = _marker_meta(len(traces), marker_at, marker_grid) if marker_r_e is not None else None
+    return _figure(traces, "behavior", R_AXIS_TITLE, B_AXIS_TITLE, y_range=[-1.05, 1.05], meta=meta)
 
 
 def helpfulness_figure(agg: pd.DataFrame, fit: HelpfulnessFit | None = None, n_choices: int | None = 4,
-                       marker_r_e: float | None = None, metric: str = "helpfulness") -> go.Figure:
+                       marker_r_e: float | None = None, metric: str = "helpfulness",
+                       marker_grid: Sequence[float] | None = None) -> go.Figure:
     """Per-subject P(correct) (thin), their mean (bold, with error bars), chance 1/N, Theorem 2 fit, marker."""
     marker_r_e = _check_marker(marker_r_e)
     curves = _curves(_check_agg(agg), "helpfulness", metric)
@@ -234,9 +269,13 @@ def helpfulness_figure(agg: pd.DataFrame, fit: HelpfulnessFit | None = None, n_c
             name=(f"Theorem 2 fit: P0={_fmt(fit.p0)}, α={_fmt(fit.alpha)}, λσβ={_fmt(fit.lambda_sigma_beta)}, "
                   f"R²={_fmt(fit.r2)}"),
             hovertemplate="r_e = %{x:.3g}<br>fit = %{y:.3f}<extra></extra>"))
+    def marker_at(x: float) -> list[dict]:
+        return _marker_traces(x, [interpolate_at(r_mean, v_mean, x)], (0.0, 1.0), y_title)
+
     if marker_r_e is not None:
-        traces.extend(_marker_traces(marker_r_e, [interpolate_at(r_mean, v_mean, marker_r_e)], (0.0, 1.0), y_title))
-    return _figure(traces, "helpfulness", R_AXIS_TITLE, y_title, y_range=[0.0, 1.02])
+        traces.extend(marker_at(marker_r_e))
+    meta = _marker_meta(len(traces), marker_at, marker_grid) if marker_r_e is not None else None
+    return _figure(traces, "helpfulness", R_AXIS_TITLE, y_title, y_range=[0.0, 1.02], meta=meta)
 
 
 def _paired_curve(agg: pd.DataFrame, behavior: str | None, metric: str):
@@ -270,7 +309,8 @@ def _sparse_labels(r: np.ndarray, max_labels: int = MAX_TEXT_LABELS) -> list[str
 
 
 def tradeoff_figure(agg: pd.DataFrame, regime: EfficientRegime | None = None, marker_r_e: float | None = None,
-                    behavior: str | None = None, metric: str = "helpfulness") -> go.Figure:
+                    behavior: str | None = None, metric: str = "helpfulness",
+                    marker_grid: Sequence[float] | None = None) -> go.Figure:
     """Mean helpfulness (y) against behaviour expectation (x), one point per r_e (labelled), efficient regime
     highlighted as the segment with r_min <= r_e <= r_max, marker at the current r_e (interpolated on both curves)."""
     marker_r_e = _check_marker(marker_r_e)
@@ -294,11 +334,16 @@ def tradeoff_figure(agg: pd.DataFrame, regime: EfficientRegime | None = None, ma
             name=f"efficient regime r_e ∈ [{regime.r_min:.3g}, {regime.r_max:.3g}]",
             line=dict(color=COLORS["regime"], width=8), opacity=0.35, customdata=seg_r[ok],
             hovertemplate="r_e = %{customdata:.3g}<extra>efficient regime</extra>"))
-    if marker_r_e is not None:
-        mb, mh = interpolate_at(r, b, marker_r_e), interpolate_at(r, h, marker_r_e)
+    def marker_at(x: float) -> list[dict]:
+        mb, mh = interpolate_at(r, b, x), interpolate_at(r, h, x)
         shown = math.isfinite(mb) and math.isfinite(mh)
-        traces.append(dict(
+        return [dict(
             type="scatter", x=[mb] if shown else [], y=[mh] if shown else [], mode="markers", name=MARKER_NAME,
             marker=dict(color=COLORS["marker"], size=14, symbol="diamond", line=dict(color="white", width=1)),
-            hovertemplate=f"r_e = {marker_r_e:.3g}<br>B = %{{x:.3f}}<br>P = %{{y:.3f}}<extra></extra>"))
-    return _figure(traces, "tradeoff", B_AXIS_TITLE, y_title, x_range=[-1.05, 1.05], y_range=[0.0, 1.02])
+            hovertemplate=f"r_e = {x:.3g}<br>B = %{{x:.3f}}<br>P = %{{y:.3f}}<extra></extra>")]
+
+    if marker_r_e is not None:
+        traces.extend(marker_at(marker_r_e))
+    meta = _marker_meta(len(traces), marker_at, marker_grid) if marker_r_e is not None else None
+    return _figure(traces, "tradeoff", B_AXIS_TITLE, y_title, x_range=[-1.05, 1.05], y_range=[0.0, 1.02],
+                   meta=meta)

@@ -126,3 +126,13 @@ def test_texts_are_cleaned_and_capped(tmp_path):
     path.write_bytes(b"\xff\xfe\x00bad")
     with pytest.raises(MediaError, match="UTF-8"):
         decode_text_file(path)
+
+
+def test_decoding_equals_librosa_load_at_48k():
+    """decode_audio skips importing librosa (~8 s) but must give what librosa.load gives: mono,
+    float32, resampled with soxr_hq to CLAP's 48 kHz."""
+    librosa = pytest.importorskip("librosa")
+    ours = decode_audio(ROBIN).waveform
+    ref, sr = librosa.load(str(ROBIN), sr=CLAP_SAMPLE_RATE, mono=True, res_type="soxr_hq")
+    assert sr == CLAP_SAMPLE_RATE and ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, atol=1e-5)

@@ -29,6 +29,8 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+from .threads import single_torch_thread
+
 __all__ = [
     "ProjectionInputError",
     "PCAMap",
@@ -159,27 +161,14 @@ class PCAMap:
         return (direction @ self.components.T).astype(np.float32)
 
 
-_cpu_threads_lock = threading.Lock()
-
-
 @contextlib.contextmanager
 def _single_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Run a small LAPACK call on one CPU thread.
-
-    On a busy CPU (the app shares its cores with generation and sweeps) multithreaded MKL
-    eigensolvers spin-wait: a 576 x 576 ``eigh`` measured 5 s on two threads and 0.05 s on one.
-    ``torch.set_num_threads`` is process-wide, hence the lock and the restore.
-    """
+    """Run a small LAPACK call on one CPU thread (see ``threads``); other devices are left alone."""
     if device.type != "cpu":
         yield
         return
-    with _cpu_threads_lock:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+    with single_torch_thread():
+        yield
 
 
 def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

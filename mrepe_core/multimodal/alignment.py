@@ -12,13 +12,14 @@ pair are the other targets in its batch. Everything is seeded, so a run is repro
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..threads import single_torch_thread
 
 
 class AlignmentError(ValueError):
@@ -111,18 +112,6 @@ def kmeans_anchors(targets: torch.Tensor, n_anchors: int, seed: int, iterations:
     return centres
 
 
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run tiny-matrix training on one thread: with small layers, thread synchronisation costs
-    more than it saves (10x slower on a loaded 2-core machine). Restored on exit."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 @dataclass
 class AlignmentConfig:
     epochs: int = 200
@@ -197,7 +186,7 @@ def train_alignment(source: torch.Tensor, target: torch.Tensor, config: Alignmen
                                  cmc=cmc(mapped, tgt), recall_at_1=recall_at_1(mapped, tgt)))
         return rows
 
-    with _single_thread():
+    with single_torch_thread():  # tiny layers: thread sync costs more than it saves
         metrics = measure("before")
         losses = _fit(model, source, target, config, gen)
         metrics += measure("after")

@@ -438,10 +438,7 @@ def run_sweep(
     quick = file_cache_key(config) if use_cache and loaded is None and behavior is None and vector is None else None
     if quick and (cache_path / "index" / quick).is_file():
         try:
-            res = SweepResult.load(cache_path / (cache_path / "index" / quick).read_text().strip())
-            res.from_cache = True
-            res.summary.setdefault("timings", {})["served_from_cache_s"] = round(time.perf_counter() - t0, 3)
-            return res
+            return _from_cache(cache_path / (cache_path / "index" / quick).read_text().strip(), t0)
         except (ValueError, OSError):
             pass  # stale or corrupt: the full lookup below decides
     loaded, behavior, questions = prepare(config, loaded, behavior)
@@ -451,9 +448,7 @@ def run_sweep(
     entry = cache_path / key
     if use_cache and (entry / "summary.json").is_file():
         try:
-            res = SweepResult.load(entry)
-            res.from_cache = True
-            res.summary.setdefault("timings", {})["served_from_cache_s"] = round(time.perf_counter() - t0, 3)
+            res = _from_cache(entry, t0)
             _write_index(cache_path, quick, key)
             return res
         except (ValueError, OSError):
@@ -546,6 +541,13 @@ def run_sweep(
         except OSError:
             summary["notes"].append("results could not be cached (read-only cache directory)")
     return result
+
+
+def _from_cache(entry: Path, t0: float) -> "SweepResult":
+    res = SweepResult.load(entry)
+    res.from_cache = True
+    res.summary.setdefault("timings", {})["served_from_cache_s"] = round(time.perf_counter() - t0, 3)
+    return res
 
 
 def _write_index(cache_path: Path, quick: str | None, key: str) -> None:

@@ -148,8 +148,6 @@ def _layer_count(result: SweepResult | None) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-
-
 def _or_message(build, empty: str) -> go.Figure:
     try:
         return build()

@@ -101,6 +101,9 @@ class TradeoffSession:
     r_e: float = 0.0
     cancel: threading.Event | None = None
     export_dirs: list[Path] = field(default_factory=list)
+    # (result, fits, tables) for the slider's browser-side tables: they depend on the result only,
+    # so slider moves reuse them instead of rebuilding 3 x ~160 markers per release.
+    marker_cache: tuple | None = field(default=None, repr=False)
 
     def __deepcopy__(self, memo) -> "TradeoffSession":
         # gr.State deep-copies its initial value per session: share the (never mutated) result,
@@ -164,13 +167,14 @@ def initial_r_e(result: SweepResult, fits: Fits) -> float:
 
 
 
-def build_figures(result: SweepResult | None, fits: Fits, r_e: float | None) -> tuple[go.Figure, go.Figure, go.Figure]:
-    """Behaviour, helpfulness and trade-off charts with the marker at ``r_e`` (cheap: no model)."""
+def build_figures(result: SweepResult | None, fits: Fits, r_e: float | None,
+                  grid: list[float] | None = None) -> tuple[go.Figure, go.Figure, go.Figure]:
+    """Behaviour, helpfulness and trade-off charts with the marker at ``r_e`` (cheap: no model);
+    with ``grid``, each also carries its marker at every r_e of the grid (``marker_frames``)."""
     if result is None or result.aggregates.empty:
         msg = "No results yet: pick a preset or run a sweep."
         return message_figure(msg), message_figure(msg), message_figure(msg)
     agg = result.aggregates
-    grid = slider_grid(result) if r_e is not None else None
     figs = []
     builders = (
         lambda: behavior_figure(agg, fits.alignment, marker_r_e=r_e, marker_grid=grid),
@@ -281,12 +285,25 @@ def _layer_text(layers) -> str:
 
 def chart_values(session: TradeoffSession, r_e: float | None) -> tuple[str, str, str]:
     """The three charts as plotly JSON (the chart components' values)."""
-    b, h, t = build_figures(session.result, session.fits, r_e)
-    if r_e is not None and session.result is not None and marker_frames(b) is not None:
-        # The slider's browser-side fast path reads the readout text from here (marker_move_js).
-        b.layout.meta = {**b.layout.meta, "readouts": readout_table(session.result, session.fits,
-                                                                    marker_frames(b)["r"])}
-    return chart_value(b), chart_value(h), chart_value(t)
+    figs = build_figures(session.result, session.fits, r_e)
+    metas = marker_tables(session) if r_e is not None and session.result is not None else [None] * 3
+    return tuple(chart_value(fig, meta) for fig, meta in zip(figs, metas))
+
+
+def marker_tables(session: TradeoffSession) -> list[dict | None]:
+    """``layout.meta`` of the three charts for the slider's browser-side fast path: each chart's
+    marker at every slider position, plus (behaviour chart) the readout text there. Computed once
+    per result."""
+    cached = session.marker_cache
+    if cached is not None and cached[0] is session.result and cached[1] is session.fits:
+        return cached[2]
+    grid = slider_grid(session.result)
+    figs = build_figures(session.result, session.fits, grid[0], grid)
+    tables = [None if frames is None else {"marker_frames": frames} for frames in map(marker_frames, figs)]
+    if tables[0] is not None:
+        tables[0]["readouts"] = readout_table(session.result, session.fits, grid)
+    session.marker_cache = (session.result, session.fits, tables)
+    return tables
 
 
 def view(session: TradeoffSession) -> tuple:

@@ -224,6 +224,7 @@ def behavior_figure(agg: pd.DataFrame, fit: AlignmentFit | None = None, marker_r
             type="scatter", x=dense, y=fit.predict(dense), mode="lines", line=dict(color=COLORS["fit"], width=2, dash="dot"),
             name=f"Theorem 1 fit: Δλ={_fmt(fit.delta_lambda)}, B0={_fmt(fit.b0)}, R²={_fmt(fit.r2)}",
             hovertemplate="r_e = %{x:.3g}<br>fit B = %{y:.3f}<extra></extra>"))
+
     def marker_at(x: float) -> list[dict]:
         return _marker_traces(x, [interpolate_at(r, v, x) for r, v, _ in curves.values()], (-1.0, 1.0), "B")
 
@@ -269,6 +270,7 @@ def helpfulness_figure(agg: pd.DataFrame, fit: HelpfulnessFit | None = None, n_c
             name=(f"Theorem 2 fit: P0={_fmt(fit.p0)}, α={_fmt(fit.alpha)}, λσβ={_fmt(fit.lambda_sigma_beta)}, "
                   f"R²={_fmt(fit.r2)}"),
             hovertemplate="r_e = %{x:.3g}<br>fit = %{y:.3f}<extra></extra>"))
+
     def marker_at(x: float) -> list[dict]:
         return _marker_traces(x, [interpolate_at(r_mean, v_mean, x)], (0.0, 1.0), y_title)
 
@@ -334,6 +336,7 @@ def tradeoff_figure(agg: pd.DataFrame, regime: EfficientRegime | None = None, ma
             name=f"efficient regime r_e ∈ [{regime.r_min:.3g}, {regime.r_max:.3g}]",
             line=dict(color=COLORS["regime"], width=8), opacity=0.35, customdata=seg_r[ok],
             hovertemplate="r_e = %{customdata:.3g}<extra>efficient regime</extra>"))
+
     def marker_at(x: float) -> list[dict]:
         mb, mh = interpolate_at(r, b, x), interpolate_at(r, h, x)
         shown = math.isfinite(mb) and math.isfinite(mh)

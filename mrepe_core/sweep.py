@@ -16,116 +16,24 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from . import __version__, bounds, datasets, metrics, prompts, runner
+from .config import (  # noqa: F401  (re-exported: the sweep's public names)
+    BEHAVIOR_MODES, HELPFULNESS_FORMATS, MAX_GRID, MAX_ITEMS, SweepConfig, SweepConfigError)
 from .diagnostics import compare_with_fits, run_diagnostics
-from .models import (DEFAULT_MODEL, LoadedModel, cache_root, choose_device, choose_dtype, load_model,
-                     resolve_layers, resolve_spec)
+from .models import LoadedModel, load_model, resolve_layers
+from .result_cache import default_cache_dir, file_cache_key, indexed_entry, write_index  # noqa: F401
 from .vectors import SteeringVector, extract_vector
-
-BEHAVIOR_MODES = ("logit", "generate")
-HELPFULNESS_FORMATS = ("cloze", "letter")
-MAX_GRID = 201
-MAX_ITEMS = 2000
-
-
-class SweepConfigError(ValueError):
-    """A sweep configuration is invalid; the message names the field."""
 
 
 class SweepCancelled(RuntimeError):
     """Raised inside a sweep when its cancel event is set."""
-
-
-@dataclass
-class SweepConfig:
-    """Everything that determines a sweep's numbers (and so its cache key)."""
-
-    model: str = DEFAULT_MODEL
-    behavior: str = "harmless"
-    method: str = "pca"
-    layers: str = "8:20"
-    r_min: float = -8.0
-    r_max: float = 8.0
-    r_steps: int = 21
-    n_pairs: int = 64
-    n_eval: int = 40
-    behavior_mode: str = "logit"
-    helpfulness_subjects: list[str] = field(default_factory=lambda: ["high_school_geography", "marketing"])
-    helpfulness_format: str = "cloze"
-    n_questions_per_subject: int = 50
-    mmlu_split: str = "test"
-    dtype: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    batch_size: int = 32
-    max_new_tokens: int = 24
-    n_diagnostics: int = 8
-    name: str = ""
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise SweepConfigError(msg)
-
-        need(self.method in ("pca", "mean_diff"), f"method must be pca or mean_diff, not {self.method!r}.")
-        need(self.behavior_mode in BEHAVIOR_MODES, f"behavior_mode must be one of {BEHAVIOR_MODES}.")
-        need(self.helpfulness_format in HELPFULNESS_FORMATS, f"helpfulness_format must be one of {HELPFULNESS_FORMATS}.")
-        for name in ("r_min", "r_max"):
-            v = getattr(self, name)
-            need(isinstance(v, (int, float)) and np.isfinite(v) and abs(v) <= 1e4, f"{name} must be a finite number with |{name}| <= 10000.")
-        need(self.r_max > self.r_min, "r_max must be larger than r_min.")
-        need(isinstance(self.r_steps, int) and 2 <= self.r_steps <= MAX_GRID, f"r_steps must be an integer in [2, {MAX_GRID}].")
-        need(2 <= self.n_pairs <= MAX_ITEMS, f"n_pairs must be in [2, {MAX_ITEMS}].")
-        need(1 <= self.n_eval <= MAX_ITEMS, f"n_eval must be in [1, {MAX_ITEMS}].")
-        need(0 <= self.n_questions_per_subject <= MAX_ITEMS, f"n_questions_per_subject must be in [0, {MAX_ITEMS}].")
-        need(1 <= self.batch_size <= 512, "batch_size must be in [1, 512].")
-        need(1 <= self.max_new_tokens <= 256, "max_new_tokens must be in [1, 256].")
-        need(0 <= self.n_diagnostics <= 256, "n_diagnostics must be in [0, 256] (0 turns the assumption checks off).")
-        need(self.mmlu_split in ("dev", "test"), "mmlu_split must be dev or test.")
-        need(isinstance(self.helpfulness_subjects, list), "helpfulness_subjects must be a list of MMLU subjects.")
-        unknown = set(self.helpfulness_subjects) - set(datasets.mmlu_subjects())
-        need(not unknown, f"Unknown MMLU subjects: {', '.join(sorted(unknown))}.")
-
-    def r_grid(self) -> list[float]:
-        return [round(float(r), 6) for r in np.linspace(self.r_min, self.r_max, self.r_steps)]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "SweepConfig":
-        if not isinstance(data, dict):
-            raise SweepConfigError("A preset must be a mapping of config fields.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known - {"results", "description"}
-        if unknown:
-            raise SweepConfigError(f"Unknown config fields: {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
-        kwargs = {k: v for k, v in data.items() if k in known}
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise SweepConfigError(str(exc)) from exc
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> "SweepConfig":
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SweepConfigError(f"Cannot read preset {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise SweepConfigError(f"Preset {path} is not valid YAML: {exc}") from exc
-        return cls.from_dict(data)
 
 
 @dataclass
@@ -228,35 +136,6 @@ def cache_key(config: SweepConfig, loaded_fingerprint: str, data_hash: str) -> s
     payload = {k: v for k, v in config.to_dict().items() if k not in ("name", "batch_size", "device")}
     blob = json.dumps([payload, loaded_fingerprint, data_hash, __version__], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def file_cache_key(config: SweepConfig) -> str | None:
-    """A second key computable without loading the model, so a repeated run skips the model load.
-
-    Only for models that are local files (the embedded GGUF, a .gguf path, a local folder): their
-    identity is their files' paths, sizes and modification times, as is the data's. Hub ids have
-    no such identity before they are resolved, so they always go through ``cache_key``.
-    """
-    try:
-        _, location, _ = resolve_spec(config.model)
-        device = choose_device(config.device)
-        dtype = choose_dtype(config.dtype, device)
-    except Exception:  # a bad spec is reported by the real load, with its message
-        return None
-    path = Path(location)
-    if not path.exists():
-        return None
-    model_files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
-    data_files = sorted((datasets.ASSETS / "behaviors").glob("*.json")) + [
-        datasets.ASSETS / "mmlu" / config.mmlu_split / f"{s}_{config.mmlu_split}.csv"
-        for s in config.helpfulness_subjects]
-    try:
-        stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in model_files + data_files]
-    except OSError:
-        return None
-    payload = {k: v for k, v in config.to_dict().items() if k not in ("name", "batch_size")}
-    blob = json.dumps([payload, str(device), str(dtype), stats, __version__], sort_keys=True)
-    return "files-" + hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,13 +311,14 @@ def run_sweep(
     """Run (or fetch from cache) a sweep. ``progress(done, total, partial_result)`` is called after
     every batch; ``partial_result`` is given every ``partial_every`` batches (None otherwise)."""
     t0 = time.perf_counter()
-    cache_path = Path(cache_dir) if cache_dir else cache_root() / "sweeps"
+    cache_path = Path(cache_dir) if cache_dir else default_cache_dir()
     # Built-in data and no vector given: the result is a function of files on disk, so an earlier
     # run can be found before the model is loaded (seconds saved on every repeated CLI run).
     quick = file_cache_key(config) if use_cache and loaded is None and behavior is None and vector is None else None
-    if quick and (cache_path / "index" / quick).is_file():
+    indexed = indexed_entry(cache_path, quick)
+    if indexed is not None:
         try:
-            return _from_cache(cache_path / (cache_path / "index" / quick).read_text().strip(), t0)
+            return _from_cache(indexed, t0)
         except (ValueError, OSError):
             pass  # stale or corrupt: the full lookup below decides
     loaded, behavior, questions = prepare(config, loaded, behavior)
@@ -449,7 +329,7 @@ def run_sweep(
     if use_cache and (entry / "summary.json").is_file():
         try:
             res = _from_cache(entry, t0)
-            _write_index(cache_path, quick, key)
+            write_index(cache_path, quick, key)
             return res
         except (ValueError, OSError):
             shutil.rmtree(entry, ignore_errors=True)  # corrupt entries are recomputed
@@ -537,7 +417,7 @@ def run_sweep(
     if use_cache:
         try:
             result.save(entry)
-            _write_index(cache_path, quick, key)
+            write_index(cache_path, quick, key)
         except OSError:
             summary["notes"].append("results could not be cached (read-only cache directory)")
     return result
@@ -548,16 +428,6 @@ def _from_cache(entry: Path, t0: float) -> "SweepResult":
     res.from_cache = True
     res.summary.setdefault("timings", {})["served_from_cache_s"] = round(time.perf_counter() - t0, 3)
     return res
-
-
-def _write_index(cache_path: Path, quick: str | None, key: str) -> None:
-    if not quick:
-        return
-    index = cache_path / "index"
-    index.mkdir(parents=True, exist_ok=True)
-    tmp = index / f".{quick}.{os.getpid()}.tmp"
-    tmp.write_text(key)
-    os.replace(tmp, index / quick)
 
 
 def diagnostic_grid(grid: list[float], n: int = 8) -> list[float]:

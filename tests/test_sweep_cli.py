@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -43,6 +44,29 @@ def test_repeat_is_served_without_loading_the_model(tiny_model_dir, tmp_path, mo
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     with pytest.raises(AssertionError, match="was loaded"):
         run_sweep(config, cache_dir=tmp_path)
+
+
+def test_cli_repeat_is_a_copy_without_torch(tiny_model_dir, tmp_path):
+    """The CLI finds a repeated sweep by file identity and copies it, in a process that never
+    imports torch (its import alone takes 2-3 s on the 2-core CPU)."""
+    import subprocess
+    import sys
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump(tiny_config(tiny_model_dir, r_steps=3, n_diagnostics=0).to_dict()))
+    args = ["sweep", "--preset", str(preset), "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    assert cli.main([*args, "--out", str(tmp_path / "first")]) == 0
+    script = ("import sys; from mrepe_core.__main__ import main; rc = main(sys.argv[1:]); "
+              "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
+    run = subprocess.run([sys.executable, "-c", script, *args, "--out", str(tmp_path / "again")],
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    assert run.returncode == 0, run.stderr
+    assert "(from cache)" in run.stdout and "served from cache in" in run.stdout
+    assert "torch imported: False" in run.stdout
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "results.csv"),
+                                  pd.read_csv(tmp_path / "first" / "results.csv"))
+    assert (tmp_path / "again" / "vector.safetensors").read_bytes() == \
+        (tmp_path / "first" / "vector.safetensors").read_bytes()
 
 
 def test_hub_ids_have_no_file_key():

@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         with sync_playwright() as pw:
             browser = launch_browser(pw)
             # A visitor arriving right at start-up shares the 2 cores with the app's warm-ups
-            # (default model ~5 s, umap-learn's numba compilation ~20 s)...
+            # (default model ~5 s, umap-learn's numba compilation ~15-20 s)...
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page_load_warming = measure_page_load(page, url)
             page.close()

@@ -10,6 +10,7 @@ full key's entry. The CLI looks here first: a repeated ``sweep`` is then a file 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -19,6 +20,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from . import __version__, datasets
 from .config import SweepConfig
@@ -95,20 +97,28 @@ def write_index(cache_dir: str | Path, quick: str | None, key: str) -> None:
     os.replace(tmp, index / quick)
 
 
-def copy_entry(entry: Path, out_dir: str | Path) -> Path:
-    """Copy a cached result folder to ``out_dir`` (replaced atomically, as ``SweepResult.save`` does)."""
+@contextlib.contextmanager
+def folder_written_atomically(out_dir: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out_dir``; on success it replaces ``out_dir`` (a reader
+    never sees half a result), on an exception it is removed and ``out_dir`` is left as it was."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
-        for f in entry.iterdir():
-            if f.is_file():
-                shutil.copy2(f, tmp / f.name)
-        json.loads((tmp / "summary.json").read_text())  # a corrupt entry fails here, not in the user's folder
+        yield tmp
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return out
+
+
+def copy_entry(entry: Path, out_dir: str | Path) -> Path:
+    """Copy a cached result folder to ``out_dir`` (replaced atomically, as ``SweepResult.save`` does)."""
+    with folder_written_atomically(out_dir) as tmp:
+        for f in entry.iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+        json.loads((tmp / "summary.json").read_text())  # a corrupt entry fails here, not in the user's folder
+    return Path(out_dir)

@@ -11,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -24,11 +22,11 @@ import numpy as np
 import pandas as pd
 
 from . import __version__, bounds, datasets, metrics, prompts, runner
-from .config import (  # noqa: F401  (re-exported: the sweep's public names)
-    BEHAVIOR_MODES, HELPFULNESS_FORMATS, MAX_GRID, MAX_ITEMS, SweepConfig, SweepConfigError)
+from .config import SweepConfig, SweepConfigError  # noqa: F401  (re-exported: the sweep's public names)
 from .diagnostics import compare_with_fits, run_diagnostics
 from .models import LoadedModel, load_model, resolve_layers
-from .result_cache import default_cache_dir, file_cache_key, indexed_entry, write_index  # noqa: F401
+from .result_cache import (default_cache_dir, file_cache_key, folder_written_atomically,  # noqa: F401
+                           indexed_entry, write_index)
 from .vectors import SteeringVector, extract_vector
 
 
@@ -58,9 +56,7 @@ class SweepResult:
     def save(self, out_dir: str | Path) -> Path:
         """Write results.csv, items.csv, summary.json and the vector (atomically)."""
         out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-        try:
+        with folder_written_atomically(out) as tmp:
             self.aggregates.to_csv(tmp / "results.csv", index=False)
             self.items.to_csv(tmp / "items.csv", index=False)
             (tmp / "summary.json").write_text(json.dumps(self.summary, indent=2, default=_json_default))
@@ -72,12 +68,6 @@ class SweepResult:
             if self.noise_samples:
                 pd.DataFrame([(r, v) for r, vals in self.noise_samples.items() for v in vals],
                              columns=["r_e", "value"]).to_csv(tmp / "diagnostics_noise.csv", index=False)
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     @classmethod

@@ -24,11 +24,12 @@ import plotly.graph_objects as go
 
 from mrepe_core import datasets, prompts, runner
 from mrepe_core.bounds import AlignmentFit, EfficientRegime, HelpfulnessFit
+from mrepe_core.config import MAX_GRID
 from mrepe_core.models import DEFAULT_MODEL, load_model, resolve_layers
 from mrepe_core.plots import (PlotDataError, behavior_figure, helpfulness_figure, interpolate_at, marker_frames,
                               tradeoff_figure)
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
-from mrepe_core.sweep import MAX_GRID, SweepCancelled, SweepConfig, SweepResult, run_sweep
+from mrepe_core.sweep import SweepCancelled, SweepConfig, SweepResult, run_sweep
 
 from .common import (EXPORT_QUEUE, MODEL_QUEUE, chart_value, error_message, message_figure, export_root, fmt, gpu, log,
                      marker_move_js, new_export_dir, plotly_chart, read_upload, reports_errors, user_errors)

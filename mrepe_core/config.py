@@ -49,7 +49,7 @@ class SweepConfig:
     seed: int = 0
     batch_size: int = 32
     max_new_tokens: int = 24
-    n_diagnostics: int = 8
+    n_diagnostics: int = 64  # items per task for the assumption checks (their states come from the sweep itself)
     name: str = ""
 
     def __post_init__(self) -> None:

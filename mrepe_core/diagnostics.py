@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import stats
 
 from . import metrics, prompts, runner
@@ -28,12 +29,29 @@ from .vectors import SteeringVector
 HALF_NORMAL_MEAN = float(np.sqrt(2 / np.pi))  # E|X| / sigma for X ~ N(0, sigma^2): the paper's 0.8
 
 
-def _shifts(loaded, texts, vector, layers, r_grid):
-    """δr and U·δr for every (r, text): arrays [n_r, n_texts, d] and [n_r, n_texts, V]."""
-    states, logits = runner.next_token_states_grid(loaded, texts, vector, layers, [0.0, *r_grid])
-    dh = (states[1:] - states[0]).numpy()
-    dl = (logits[1:] - logits[0]).numpy()
-    return dh, dl, logits[0].numpy()
+def answer_prompts(tokenizer, questions, helpfulness_format: str = "letter") -> tuple[list[str], list[int]]:
+    """Each question's text up to its answer, and the correct answer's token at that position.
+
+    Letter format: the letter prompt and the correct letter (the paper's setting). Cloze format:
+    the question prefix and the first token of the correct choice, i.e. the position and token the
+    sweep's cloze helpfulness reads first, so the estimates describe the curve they are compared with.
+    """
+    if helpfulness_format == "letter":
+        texts = [prompts.mmlu_letter_prompt(q.question, list(q.choices), q.subject) for q in questions]
+        letter_ids = metrics.letter_token_ids(tokenizer)
+        return texts, [int(letter_ids[q.answer]) for q in questions]
+    if helpfulness_format != "cloze":
+        raise ValueError(f"Unknown helpfulness format {helpfulness_format!r} (letter or cloze).")
+    texts = [prompts.mmlu_cloze_prompt(q.question, q.subject) for q in questions]
+    correct = runner.choice_token_ids(tokenizer, [[q.choices[q.answer]] for q in questions])
+    return texts, [int(ids[0][0]) for ids in correct]
+
+
+def states_by_coefficient(loaded, texts, vector, layers, r_grid) -> dict[float, torch.Tensor]:
+    """Final-normed hidden state after each text at r_e = 0 and every coefficient: r -> [n, d]."""
+    grid = [0.0, *[float(r) for r in r_grid if float(r) != 0.0]]
+    states, _ = runner.next_token_states_grid(loaded, texts, vector, layers, grid)
+    return {r: states[k] for k, r in enumerate(grid)}
 
 
 def fit_slope_through_origin(x, y) -> tuple[float, float]:
@@ -69,42 +87,78 @@ def run_diagnostics(
     r_grid,
     linear_range: float | None = None,
     top_k: int = 10,
+    helpfulness_format: str = "letter",
 ) -> DiagnosticsResult:
-    """Measure the three assumption checks on a few questions and behaviour prompts."""
-    r_grid = [float(r) for r in r_grid if float(r) != 0.0]
-    if not r_grid:
+    """Measure the three assumption checks on a few questions and behaviour prompts (own forward passes)."""
+    grid = _nonzero(r_grid)
+    question_states = correct = behavior_states = None
+    if questions:
+        texts, correct = answer_prompts(loaded.tokenizer, questions, helpfulness_format)
+        question_states = states_by_coefficient(loaded, texts, vector, layers, grid)
+    if behavior is not None and behavior.eval_prompts:
+        texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
+        behavior_states = states_by_coefficient(loaded, texts, vector, layers, grid)
+    return checks_from_states(loaded, grid, question_states, correct, behavior_states, behavior,
+                              linear_range=linear_range, top_k=top_k)
+
+
+def _nonzero(r_grid) -> list[float]:
+    grid = [float(r) for r in r_grid if float(r) != 0.0]
+    if not grid:
         raise ValueError("Diagnostics need at least one non-zero coefficient.")
+    return grid
+
+
+def checks_from_states(
+    loaded: LoadedModel,
+    r_grid,
+    question_states: dict[float, torch.Tensor] | None,
+    correct: list[int] | None,
+    behavior_states: dict[float, torch.Tensor] | None,
+    behavior=None,
+    linear_range: float | None = None,
+    top_k: int = 10,
+) -> DiagnosticsResult:
+    """The assumption checks from final-normed states at the answer positions (r -> [n, d], with
+    r = 0 and every coefficient of ``r_grid``), wherever they were computed: the sweep keeps them
+    from its own passes, ``run_diagnostics`` runs its own."""
+    r_grid = _nonzero(r_grid)
     if linear_range is None:
         linear_range = float(np.quantile(np.abs(r_grid), 0.5))
+    head = loaded.model.get_output_embeddings()
     rows: list[dict] = []
     estimates: dict = {}
     noise_samples: dict = {}
+    small = [k for k, r in enumerate(r_grid) if abs(r) <= linear_range]
 
-    if questions:
-        texts = [prompts.mmlu_letter_prompt(q.question, list(q.choices), q.subject) for q in questions]
-        dh, dl, logits0 = _shifts(loaded, texts, vector, layers, r_grid)
-        letter_ids = metrics.letter_token_ids(loaded.tokenizer)
-        correct = np.array([letter_ids[q.answer] for q in questions])
-        top = np.argsort(-logits0, axis=1)[:, :top_k]
-        for k, r in enumerate(r_grid):
-            norm_dr = np.linalg.norm(dh[k], axis=1)
-            norm_udr = np.linalg.norm(dl[k], axis=1)
-            rows += [dict(r_e=r, check="final_shift", statistic="norm_delta_r", value=float(norm_dr.mean())),
-                     dict(r_e=r, check="final_shift", statistic="norm_U_delta_r", value=float(norm_udr.mean()))]
-            noise = []
-            for i in range(len(questions)):
-                others = [t for t in top[i] if t != correct[i]]
-                noise.extend((dl[k, i, others] - dl[k, i, correct[i]]).tolist())
-            noise = np.asarray(noise)
+    def logits(states: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return head(states.to(device=loaded.device, dtype=loaded.dtype)).float().cpu()
+
+    if question_states is not None:
+        base = question_states[0.0]
+        logits0 = logits(base)
+        correct_t = torch.tensor(correct)
+        top = torch.argsort(-logits0, dim=1)[:, :top_k]
+        others = [[int(t) for t in top[i] if t != correct_t[i]] for i in range(len(correct))]
+        norms_dr, norms_udr, stds = [], [], []
+        for r in r_grid:
+            dh = (question_states[r] - base).numpy()
+            dl = (logits(question_states[r]) - logits0).numpy()
+            norm_dr, norm_udr = np.linalg.norm(dh, axis=1), np.linalg.norm(dl, axis=1)
+            norms_dr.append(float(norm_dr.mean()))
+            norms_udr.append(float(norm_udr.mean()))
+            noise = np.concatenate([dl[i, others[i]] - dl[i, correct[i]] for i in range(len(correct))])
             noise_samples[r] = noise
-            rows.append(dict(r_e=r, check="logit_noise", statistic="std", value=float(noise.std(ddof=1))))
-            rows.append(dict(r_e=r, check="logit_noise", statistic="mean", value=float(noise.mean())))
-        small = [k for k, r in enumerate(r_grid) if abs(r) <= linear_range]
+            stds.append(float(noise.std(ddof=1)))
+            rows += [dict(r_e=r, check="final_shift", statistic="norm_delta_r", value=norms_dr[-1]),
+                     dict(r_e=r, check="final_shift", statistic="norm_U_delta_r", value=norms_udr[-1]),
+                     dict(r_e=r, check="logit_noise", statistic="std", value=stds[-1]),
+                     dict(r_e=r, check="logit_noise", statistic="mean", value=float(noise.mean()))]
         xs = np.array([abs(r_grid[k]) for k in small])
-        lam, lam_r2 = fit_slope_through_origin(
-            xs, [np.linalg.norm(dh[k], axis=1).mean() for k in small])
-        lam_u, _ = fit_slope_through_origin(xs, [np.linalg.norm(dl[k], axis=1).mean() for k in small])
-        lam_sigma, ls_r2 = fit_slope_through_origin(xs, [noise_samples[r_grid[k]].std(ddof=1) for k in small])
+        lam, lam_r2 = fit_slope_through_origin(xs, [norms_dr[k] for k in small])
+        lam_u, _ = fit_slope_through_origin(xs, [norms_udr[k] for k in small])
+        lam_sigma, ls_r2 = fit_slope_through_origin(xs, [stds[k] for k in small])
         k_max = max(small, key=lambda k: abs(r_grid[k]))
         sample = noise_samples[r_grid[k_max]]
         z = (sample - sample.mean()) / max(sample.std(ddof=1), 1e-12)
@@ -118,25 +172,23 @@ def run_diagnostics(
                 "excess_kurtosis": float(stats.kurtosis(z)),
                 "dagostino_pearson_p": float(normal.pvalue) if normal is not None else None,
             },
-            "linear_range": linear_range, "n_questions": len(questions), "top_k": top_k,
+            "linear_range": linear_range, "n_questions": len(correct), "top_k": top_k,
         })
 
-    if behavior is not None and behavior.eval_prompts:
+    if behavior_states is not None:
         p0 = behavior.eval_prompts[0]
         good, bad = metrics.answer_token_sets(loaded.tokenizer, p0.aligned, p0.misaligned)
-        texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
-        _, dl, _ = _shifts(loaded, texts, vector, layers, r_grid)
+        logits0 = logits(behavior_states[0.0])
         sep = []
-        for k, r in enumerate(r_grid):
-            s = dl[k][:, good].mean(1) - dl[k][:, bad].mean(1)
-            sep.append(float(s.mean()))
+        for r in r_grid:
+            dl = logits(behavior_states[r]) - logits0
+            sep.append(float((dl[:, good].mean(1) - dl[:, bad].mean(1)).mean()))
             rows.append(dict(r_e=r, check="separation", statistic="mean_good_minus_bad", value=sep[-1]))
-        small = [k for k, r in enumerate(r_grid) if abs(r) <= linear_range]
         dl_hat, dl_r2 = fit_slope_through_origin([r_grid[k] for k in small], [sep[k] for k in small])
         estimates.update({"delta_lambda_estimate": dl_hat, "delta_lambda_r2": dl_r2,
                           "separation_tokens": {"good": [loaded.tokenizer.decode([t]) for t in good],
                                                 "bad": [loaded.tokenizer.decode([t]) for t in bad]},
-                          "n_behavior_prompts": len(texts)})
+                          "n_behavior_prompts": int(behavior_states[0.0].shape[0])})
     return DiagnosticsResult(pd.DataFrame(rows, columns=["r_e", "check", "statistic", "value"]), estimates, noise_samples)
 
 

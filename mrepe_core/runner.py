@@ -95,7 +95,7 @@ def _plain_layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: i
     return torch.cat(out)
 
 
-def _choice_token_ids(tokenizer, choices: Sequence[Sequence[str]]) -> list[list[list[int]]]:
+def choice_token_ids(tokenizer, choices: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     """Each choice as it continues 'Answer:' (leading space); an empty choice scores the EOS token."""
     return [[tokenizer(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
              for c in row] for row in choices]
@@ -211,6 +211,7 @@ class PackedUnit:
     items: list[int]
     tree: TokenTree
     reads: list[int] = field(default_factory=list)  # node indices whose next-token logits are read
+    answer_reads: list[int] = field(default_factory=list)  # per item: index into ``reads`` of its answer position
     # Log-likelihood terms: (item slot in ``items``, choice, index into ``reads``, target token).
     terms: list[tuple[int, int, int, int]] = field(default_factory=list)
     mask: torch.Tensor | None = None
@@ -468,7 +469,7 @@ class ChoiceScorer:
         prefix_ids = tok(self.prefixes, add_special_tokens=False)["input_ids"]
         if any(len(p) == 0 for p in prefix_ids):
             raise ValueError("A question prefix is empty (no tokens); the first choice token needs context.")
-        self.choice_ids = _choice_token_ids(tok, choices)
+        self.choice_ids = choice_token_ids(tok, choices)
         self.n_choices = len(choices[0])
         self.lengths = np.array([[len(c) for c in row] for row in self.choice_ids])
         seqs = [[p + c for c in row] for p, row in zip(prefix_ids, self.choice_ids)]
@@ -489,6 +490,7 @@ class ChoiceScorer:
                                 read_index[node] = len(unit.reads)
                                 unit.reads.append(node)
                             unit.terms.append((slot, j, read_index[node], seq[t + 1]))
+                    unit.answer_reads.append(read_index[nodes[slot][0][start - 1]])
                 units.append(unit)
             self._runner = _PackedRunner(loaded, stack, _first_steered_layer(loaded, vector, layers), vector,
                                          layers, units, batch_tokens)
@@ -498,9 +500,18 @@ class ChoiceScorer:
             self.units = [[i] for i in range(len(self.prefixes))]
             self.units_per_batch = plain_batch_rows
 
-    def run(self, rows: Sequence[tuple[int, float]]) -> tuple[list[tuple[int, float]], np.ndarray, np.ndarray]:
+    @property
+    def provides_states(self) -> bool:
+        """Whether ``run(..., return_states=True)`` works (the packed path reads them for free)."""
+        return self.packed
+
+    def run(self, rows: Sequence[tuple[int, float]], return_states: bool = False):
+        """With ``return_states`` also the final-normed hidden state at each row's answer position
+        (the end of its prefix, where the first choice token is predicted), [n_rows, d]."""
         out_rows = [(i, r) for u, r in rows for i in self.units[u]]
         lengths = self.lengths[[i for i, _ in out_rows]]
+        if return_states and not self.packed:
+            raise ValueError("Answer-position states come from the packed path only; this model runs the plain one.")
         if not self.packed:
             coeff = torch.tensor([r for _, r in out_rows], dtype=torch.float32)
             sums, _ = _plain_choice_logliks(self.loaded, [self.prefixes[i] for i, _ in out_rows],
@@ -508,11 +519,14 @@ class ChoiceScorer:
                                             coeff)
             return out_rows, sums, lengths
         sums = np.zeros((len(out_rows), self.n_choices), dtype=np.float64)
+        answer_states = []
         offset = 0
         with torch.inference_mode():
             for batch in self._runner.batches(rows):
                 for (u, _), states in zip(batch, self._runner._read_states(batch)):
                     unit = self._runner.units[u]
+                    if return_states:
+                        answer_states.append(states[unit.answer_reads])
                     logp = torch.empty(len(unit.terms), dtype=torch.float64)
                     term_read = torch.tensor([t[2] for t in unit.terms])
                     term_target = torch.tensor([t[3] for t in unit.terms])
@@ -526,6 +540,8 @@ class ChoiceScorer:
                     for (slot, j, _, _), value in zip(unit.terms, logp.tolist()):
                         sums[offset + slot, j] += value
                     offset += len(unit.items)
+        if return_states:
+            return out_rows, sums, lengths, torch.cat(answer_states)
         return out_rows, sums, lengths
 
 

@@ -20,10 +20,11 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import __version__, bounds, datasets, metrics, prompts, runner
 from .config import SweepConfig, SweepConfigError  # noqa: F401  (re-exported: the sweep's public names)
-from .diagnostics import compare_with_fits, run_diagnostics
+from .diagnostics import answer_prompts, checks_from_states, compare_with_fits, states_by_coefficient
 from .models import LoadedModel, load_model, resolve_layers
 from .result_cache import (default_cache_dir, file_cache_key, folder_written_atomically,  # noqa: F401
                            indexed_entry, write_index)
@@ -228,12 +229,38 @@ def _helpfulness_scorer(loaded, questions, vector, layers, config):
                                plain_batch_rows=max(1, config.batch_size // 4), batch_tokens=budget)
 
 
-def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None) -> list[dict]:
+class AnswerStates:
+    """Final-normed states at the answer positions that the assumption checks need, kept from the
+    sweep's own passes (the first ``n_items`` items at r_e = 0 and the checks' coefficients), so
+    the checks cost no forward pass of their own."""
+
+    def __init__(self, n_items: int, coefficients) -> None:
+        self.n_items, self.coefficients = n_items, {0.0, *(float(r) for r in coefficients)}
+        self._states: dict[tuple[int, float], torch.Tensor] = {}
+
+    def keep(self, out_rows, states: torch.Tensor) -> None:
+        for k, (i, r) in enumerate(out_rows):
+            if i < self.n_items and r in self.coefficients:
+                self._states[(i, r)] = states[k].float().cpu()
+
+    def by_coefficient(self) -> dict[float, torch.Tensor] | None:
+        """r -> [n_items, d], or None when some state was not computed (e.g. r_e = 0 off the grid)."""
+        if len(self._states) != self.n_items * len(self.coefficients):
+            return None
+        return {r: torch.stack([self._states[(i, r)] for i in range(self.n_items)]) for r in self.coefficients}
+
+
+def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None,
+                   keep: AnswerStates | None = None) -> list[dict]:
     """Rows for one batch: ``batch`` holds (unit, r_e) of ``scorer.units`` in logit mode and
     (item, r_e) in generation mode."""
     rows: list[dict] = []
     if config.behavior_mode == "logit":
-        out_rows, logits = scorer.run(batch)
+        if keep is not None:
+            out_rows, logits, states = scorer.run(batch, return_states=True)
+            keep.keep(out_rows, states)
+        else:
+            out_rows, logits = scorer.run(batch)
         # Token sets depend on the prompt's answer starts; built-ins share one set per behaviour.
         groups: dict[tuple, list[int]] = {}
         for k, (i, _) in enumerate(out_rows):
@@ -259,14 +286,22 @@ def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None)
     return rows
 
 
-def _helpfulness_rows(loaded, questions, batch, config, letter_ids, scorer) -> list[dict]:
+def _helpfulness_rows(loaded, questions, batch, config, letter_ids, scorer, keep: AnswerStates | None = None) -> list[dict]:
     """Rows for one batch of (unit, r_e) of ``scorer.units``."""
     if config.helpfulness_format == "letter":
-        out_rows, logits = scorer.run(batch)
+        if keep is not None:
+            out_rows, logits, states = scorer.run(batch, return_states=True)
+            keep.keep(out_rows, states)
+        else:
+            out_rows, logits = scorer.run(batch)
         answers = [questions[i].answer for i, _ in out_rows]
         p, correct = metrics.helpfulness_from_letter_logits(logits, letter_ids, answers)
     else:
-        out_rows, ll, n = scorer.run(batch)
+        if keep is not None:
+            out_rows, ll, n, states = scorer.run(batch, return_states=True)
+            keep.keep(out_rows, states)
+        else:
+            out_rows, ll, n = scorer.run(batch)
         answers = [questions[i].answer for i, _ in out_rows]
         p, correct = metrics.helpfulness_from_choice_loglik(ll, n, answers)
     rows = []
@@ -354,6 +389,11 @@ def run_sweep(
         else:
             ordered.append(hel[j]); j += 1
     rows: list[dict] = []
+    check_grid = diagnostic_grid(grid) if config.n_diagnostics and any(r != 0.0 for r in grid) else []
+    keep_beh = AnswerStates(min(config.n_diagnostics, len(behavior.eval_prompts)), check_grid) \
+        if check_grid and beh_scorer is not None else None
+    keep_hel = AnswerStates(min(config.n_diagnostics, len(questions)), check_grid) \
+        if check_grid and hel_scorer is not None and getattr(hel_scorer, "provides_states", True) else None
 
     def n_rows(task: str, batch) -> int:
         return sum(len(units[task][u]) for u, _ in batch)
@@ -365,9 +405,9 @@ def run_sweep(
             raise SweepCancelled("Sweep cancelled.")
         tb = time.perf_counter()
         if task == "behavior":
-            rows += _behavior_rows(loaded, behavior, vector, layers, batch, config, beh_scorer)
+            rows += _behavior_rows(loaded, behavior, vector, layers, batch, config, beh_scorer, keep_beh)
         else:
-            rows += _helpfulness_rows(loaded, questions, batch, config, letter_ids, hel_scorer)
+            rows += _helpfulness_rows(loaded, questions, batch, config, letter_ids, hel_scorer, keep_hel)
         times[task] += time.perf_counter() - tb
         done += n_rows(task, batch)
         if progress is not None:
@@ -394,10 +434,10 @@ def run_sweep(
         "version": __version__,
     })
     diag_rows = noise = None
-    if config.n_diagnostics:
+    if check_grid:
         td = time.perf_counter()
-        diag = run_diagnostics(loaded, vector, layers, questions[: config.n_diagnostics],
-                               _subset(behavior, config.n_diagnostics), diagnostic_grid(grid))
+        diag = _checks(loaded, vector, layers, questions[: config.n_diagnostics],
+                       _subset(behavior, config.n_diagnostics), check_grid, config, keep_beh, keep_hel)
         diag_rows, noise = diag.rows, diag.noise_samples
         summary["diagnostics"] = {**diag.estimates, "comparison_with_fits": compare_with_fits(
             diag.estimates, summary.get("alignment_fit"), summary.get("helpfulness_fit"))}
@@ -411,6 +451,23 @@ def run_sweep(
         except OSError:
             summary["notes"].append("results could not be cached (read-only cache directory)")
     return result
+
+
+def _checks(loaded, vector, layers, questions, behavior, check_grid, config, keep_beh, keep_hel):
+    """The assumption checks from the states the sweep kept; whatever it could not keep (generation
+    mode, a model on the plain path, r_e = 0 off the grid) is computed by forward passes of their own."""
+    question_states = correct = behavior_states = None
+    if questions:
+        texts, correct = answer_prompts(loaded.tokenizer, questions, config.helpfulness_format)
+        question_states = keep_hel.by_coefficient() if keep_hel is not None else None
+        if question_states is None:
+            question_states = states_by_coefficient(loaded, texts, vector, layers, check_grid)
+    if behavior.eval_prompts:
+        behavior_states = keep_beh.by_coefficient() if keep_beh is not None else None
+        if behavior_states is None:
+            texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
+            behavior_states = states_by_coefficient(loaded, texts, vector, layers, check_grid)
+    return checks_from_states(loaded, check_grid, question_states, correct, behavior_states, behavior)
 
 
 def _from_cache(entry: Path, t0: float) -> "SweepResult":

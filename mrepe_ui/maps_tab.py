@@ -46,6 +46,7 @@ DEFAULT_N_PER_SET = 12
 # Without a stored vector for the model, one is extracted on the spot from this many contrast pairs
 # (two forward passes each; the sweep's own vector uses the preset's n_pairs).
 EXTRACT_PAIRS = 32
+MEASURE_NOW_ITEMS = 8  # questions and prompts for "measure the checks now" (its own forward passes)
 DEFAULT_LAYER_COUNT = 30  # SmolLM2-135M; replaced as soon as a model or result is known
 MAX_UPLOADS = 8
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -458,8 +459,8 @@ def open_preset(preset_name, session):
 
 
 @gpu(duration=300)
-def _run_checks(loaded, vector, layers, questions, behavior, grid):
-    return run_diagnostics(loaded, vector, layers, questions, behavior, grid)
+def _run_checks(loaded, vector, layers, questions, behavior, grid, helpfulness_format):
+    return run_diagnostics(loaded, vector, layers, questions, behavior, grid, helpfulness_format=helpfulness_format)
 
 
 def measure_diagnostics(preset_name, model_spec, steer_layers_text, session, progress=gr.Progress()):
@@ -473,10 +474,12 @@ def measure_diagnostics(preset_name, model_spec, steer_layers_text, session, pro
         _, behavior, questions = prepare(config, loaded)
         vector, note = cm.vector_for_model(loaded, behavior, chosen, result.vector if result else None, config.method,
                                            n_pairs=EXTRACT_PAIRS)
-        n = config.n_diagnostics or 8
+        # Here the checks run their own forward passes (the stored sweep kept its states), so few items.
+        n = min(config.n_diagnostics or MEASURE_NOW_ITEMS, MEASURE_NOW_ITEMS)
         subset = dataclasses.replace(behavior, eval_prompts=list(behavior.eval_prompts)[:n])
         progress(0.3, desc=f"Measuring the checks on {min(n, len(questions))} questions and {len(subset.eval_prompts)} prompts")
-        res = _run_checks(loaded, vector, chosen, list(questions)[:n], subset, diagnostic_grid(config.r_grid()))
+        res = _run_checks(loaded, vector, chosen, list(questions)[:n], subset, diagnostic_grid(config.r_grid()),
+                          config.helpfulness_format)
     same_model = result is not None and spec == _preset(preset_name).config.model and \
         chosen == list((result.summary or {}).get("layers") or [])
     summary = (result.summary or {}) if same_model else {}

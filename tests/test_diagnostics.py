@@ -75,3 +75,32 @@ def test_scan_layers_tiny(tiny_model_dir):
     assert set(zip(df.layer_start, df.layer_stop)) == {(0, 2), (1, 3), (2, 4)}
     assert set(df.metric) == {"behavior_expectation", "helpfulness"}
     assert len(df) == 3 * 3 * 2
+
+
+@pytest.mark.parametrize("fmt", ["cloze", "letter"])
+def test_sweep_checks_use_its_own_passes_and_equal_a_separate_run(tiny_model_dir, tmp_path, monkeypatch, fmt):
+    """The sweep reads the checks' states from its own forward passes (no extra pass) and gets
+    the numbers a separate ``run_diagnostics`` on the same items and coefficients gets."""
+    from mrepe_core import sweep
+    from mrepe_core.models import load_model
+
+    config = SweepConfig(model=str(tiny_model_dir), behavior="harmless", layers="1:3", r_min=-4, r_max=4,
+                         r_steps=5, n_pairs=4, n_eval=3, helpfulness_subjects=["marketing"],
+                         n_questions_per_subject=3, helpfulness_format=fmt, dtype="fp32", n_diagnostics=3)
+
+    def no_extra_pass(*args, **kwargs):
+        raise AssertionError("the sweep ran forward passes of its own for the checks")
+
+    monkeypatch.setattr(sweep, "states_by_coefficient", no_extra_pass)
+    res = sweep.run_sweep(config, cache_dir=tmp_path)
+    monkeypatch.undo()
+    loaded, behavior, questions = sweep.prepare(config, load_model(str(tiny_model_dir), dtype="fp32"))
+    grid = sweep.diagnostic_grid(config.r_grid())
+    separate = run_diagnostics(loaded, res.vector, res.summary["layers"], questions[:3],
+                               sweep._subset(behavior, 3), grid, helpfulness_format=fmt)
+    key = ["check", "statistic", "r_e"]
+    got = res.diagnostics.sort_values(key).reset_index(drop=True)
+    want = separate.rows.sort_values(key).reset_index(drop=True)
+    assert len(got) == len(want) == 5 * len(grid)  # 4 question statistics + 1 separation per r_e
+    np.testing.assert_allclose(got.value, want.value, rtol=1e-4, atol=1e-6)
+    assert set(res.noise_samples) == set(grid)

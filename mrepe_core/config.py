@@ -33,7 +33,7 @@ class SweepConfig:
     model: str = DEFAULT_MODEL
     behavior: str = "harmless"
     method: str = "pca"
-    layers: str = "8:20"
+    layers: str = "10:18"  # the default preset's mid-depth window (bench/choose_layers.py)
     r_min: float = -8.0
     r_max: float = 8.0
     r_steps: int = 21

@@ -802,9 +802,9 @@ def build_tradeoff_tab() -> None:
                 upload_status = gr.Markdown(elem_id="upload-status")
         n_layers0 = int(form0[3]["maximum"]) + 1 if form0 else DEFAULT_LAYER_COUNT
         with gr.Row():
-            first_layer = gr.Slider(0, n_layers0 - 1, value=form_default(3, 8), step=1, label="First layer",
+            first_layer = gr.Slider(0, n_layers0 - 1, value=form_default(3, 10), step=1, label="First layer",
                                     elem_id="first-layer")
-            last_layer = gr.Slider(0, n_layers0 - 1, value=form_default(4, 19), step=1, label="Last layer",
+            last_layer = gr.Slider(0, n_layers0 - 1, value=form_default(4, 17), step=1, label="Last layer",
                                    elem_id="last-layer")
         with gr.Row():
             r_min = gr.Number(form_default(5, -8.0), label="r_e min", elem_id="r-min")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .models import LoadedModel, resolve_layers
-from .steering import steer
+from .steering import steer, steering_term
 
 if TYPE_CHECKING:  # vectors may import this module for packed extraction
     from .vectors import SteeringVector
@@ -285,9 +285,15 @@ class _PackedRunner:
         self.loaded, self.vector, self.layers = loaded, vector, layers
         self.base, self.norm, self.head = stack
         self.first_layer = first_layer
+        # The first steered layer's own computation does not depend on r_e (the vector is added to
+        # its output), so it runs once with the layers below it; each coefficient starts above it.
+        self.cached_layers = min(first_layer + 1, loaded.n_layers)
+        self.later_layers = [] if vector is None or first_layer >= loaded.n_layers else \
+            [l for l in resolve_layers(layers if layers is not None else vector.layers, loaded.n_layers)
+             if l != first_layer]
         self.units = units
         self.batch_tokens = batch_tokens
-        self._states: dict[int, torch.Tensor] = {}  # unit -> hidden state entering first_layer
+        self._states: dict[int, torch.Tensor] = {}  # unit -> unsteered output of the first steered layer
         for unit in units:
             unit.mask = unit.tree.ancestor_mask()
 
@@ -337,8 +343,7 @@ class _PackedRunner:
         """Run the layers below the first steered one, once per unit, for units not yet cached."""
         for chunk in self.chunks(sorted({u for u in unit_ids if u not in self._states})):
             hidden, positions, mask = self._embed(chunk)
-            if self.first_layer > 0:
-                hidden = self._run_layers(hidden, positions, mask, 0, self.first_layer)
+            hidden = self._run_layers(hidden, positions, mask, 0, self.cached_layers)
             for r, u in enumerate(chunk):
                 self._states[u] = hidden[r, : len(self.units[u])].clone()
 
@@ -370,8 +375,11 @@ class _PackedRunner:
             hidden[r, : len(self.units[u])] = self._states[u]
         coeff = torch.tensor([float(c) for _, c in rows], dtype=torch.float32)
         if self.first_layer < self.loaded.n_layers:
-            with steer(self.loaded.model, self.vector, self.layers, coeff):
-                hidden = self._run_layers(hidden, positions, mask, self.first_layer, self.loaded.n_layers)
+            # Exactly the term the steering hook would add to this layer's output.
+            hidden = hidden + steering_term(self.vector.directions[self.first_layer], coeff, hidden)
+            if self.cached_layers < self.loaded.n_layers:
+                with steer(self.loaded.model, self.vector if self.later_layers else None, self.later_layers, coeff):
+                    hidden = self._run_layers(hidden, positions, mask, self.cached_layers, self.loaded.n_layers)
         return [self.norm(hidden[r, self.units[u].reads]) for r, u in enumerate(unit_ids)]
 
     def batches(self, rows: Sequence[tuple[int, float]]) -> list[list[tuple[int, float]]]:

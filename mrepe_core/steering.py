@@ -24,24 +24,27 @@ def _as_coefficients(coefficients: float | Sequence[float] | torch.Tensor) -> to
     return coeff
 
 
+def steering_term(direction: torch.Tensor, coeff: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """``coeff * direction`` shaped to add to ``hidden`` [rows, positions, d]: one coefficient for
+    all rows (scalar) or one per row (1-D), in the activation's dtype and device."""
+    # Cast first: bf16 activations with an fp32 vector would upcast the residual stream, and a CPU
+    # vector on a CUDA activation would fail.
+    v = direction.to(device=hidden.device, dtype=hidden.dtype)
+    c = coeff.to(device=hidden.device, dtype=hidden.dtype)
+    if c.ndim == 1:
+        if c.shape[0] != hidden.shape[0]:
+            raise ValueError(f"{c.shape[0]} coefficients for a batch of {hidden.shape[0]} rows; give one per row.")
+        return c.view(-1, 1, 1) * v.view(1, 1, -1)
+    return c * v.view(1, 1, -1)
+
+
 def _make_hook(direction: torch.Tensor, coeff: torch.Tensor):
     cache: dict[tuple, torch.Tensor] = {}
 
     def term(hidden: torch.Tensor) -> torch.Tensor:
         key = (hidden.device, hidden.dtype, hidden.shape[0])
         if key not in cache:
-            # Cast once per device/dtype: bf16 activations with an fp32 vector would upcast the
-            # residual stream, and a CPU vector on a CUDA activation would fail.
-            v = direction.to(device=hidden.device, dtype=hidden.dtype)
-            c = coeff.to(device=hidden.device, dtype=hidden.dtype)
-            if c.ndim == 1:
-                if c.shape[0] != hidden.shape[0]:
-                    raise ValueError(
-                        f"{c.shape[0]} coefficients for a batch of {hidden.shape[0]} rows; give one per row."
-                    )
-                cache[key] = c.view(-1, 1, 1) * v.view(1, 1, -1)
-            else:
-                cache[key] = c * v.view(1, 1, -1)
+            cache[key] = steering_term(direction, coeff, hidden)
         return cache[key]
 
     def hook(module, args, output):

@@ -101,7 +101,7 @@ def test_path_selection(tiny_llama, tiny_gpt2, tiny_qwen2, tiny_qwen3, tiny_mist
         assert runner.NextTokenScorer(loaded, ["abc"], None, None).packed is packed, loaded.name
 
 
-@pytest.mark.parametrize("layers", [None, [-2, -1], [1, 2]])
+@pytest.mark.parametrize("layers", [None, [-2, -1], [1, 2], [1], [-1], [0, -1]])
 def test_next_token_logits_equal_reference(any_model, layers):
     vec = random_vector(any_model, seed=1)
     texts = chat_texts(any_model)
@@ -118,7 +118,7 @@ def test_next_token_columns_and_unsteered(any_model):
         torch.testing.assert_close(got[i], reference_next(any_model, text, None, None, 0.0)[[3, 5]], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("layers", [None, [-2, -1]])
+@pytest.mark.parametrize("layers", [None, [-2, -1], [1], [-1]])
 def test_choice_logliks_equal_reference(any_model, layers):
     vec = random_vector(any_model, seed=2)
     coeffs = [1.5, 0.0, -4.0]
@@ -182,22 +182,22 @@ def test_zero_coefficient_rows_equal_unsteered(any_model):
         torch.testing.assert_close(mixed[i], reference_next(any_model, texts[i], None, None, 0.0), atol=ATOL, rtol=0)
 
 
-def test_layers_below_first_steered_run_once_per_unit(tiny_llama):
-    """Layer skip: layer 0 runs once per packed tree, the steered layers once per (tree, r_e)."""
+def test_layers_up_to_first_steered_run_once_per_unit(tiny_llama):
+    """Layer skip: layers 0-2 run once per packed tree (layer 2's own computation does not depend
+    on r_e; the vector is added to its output), layer 3 once per (tree, r_e)."""
     vec = random_vector(tiny_llama, seed=5)
     texts = chat_texts(tiny_llama)
     scorer = runner.NextTokenScorer(tiny_llama, texts, vec, [2, 3], batch_tokens=10_000)
-    calls = {"first": 0, "steered": 0}
+    calls = {0: 0, 2: 0, 3: 0}
     blocks = tiny_llama.model.model.layers
-    h0 = blocks[0].register_forward_hook(lambda *a: calls.__setitem__("first", calls["first"] + 1))
-    h2 = blocks[2].register_forward_hook(lambda *a: calls.__setitem__("steered", calls["steered"] + 1))
+    handles = [blocks[k].register_forward_hook(lambda *a, k=k: calls.__setitem__(k, calls[k] + 1)) for k in calls]
     try:
         for r in (-1.0, 0.5, 2.0):
             scorer.run([(u, r) for u in range(len(scorer.units))])
     finally:
-        h0.remove()
-        h2.remove()
-    assert calls == {"first": 1, "steered": 3}
+        for h in handles:
+            h.remove()
+    assert calls == {0: 1, 2: 1, 3: 3}
 
 
 def test_shared_prefix_is_packed_once(tiny_llama):

@@ -65,7 +65,7 @@ def cmd_sweep(args) -> int:
         bar.refresh()
 
     result = run_sweep(config, progress=progress, use_cache=not args.no_cache,
-                       cache_dir=args.cache_dir)
+                       cache_dir=args.cache_dir, partial_every=0)  # the bar only counts rows
     bar.close()
     out = result.save(args.out)
     _report(out, result.summary, time.perf_counter() - t0 if result.from_cache else None)

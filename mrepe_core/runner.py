@@ -8,9 +8,10 @@ run. Two ways to compute the same numbers:
   exactly its own ancestors, with each token's position id equal to its depth. A shared prefix
   (a chat system prompt, an MMLU subject header, a question shared by its answer choices) is
   therefore computed once per row instead of once per sequence, and rows carry no padding. The
-  decoder layers below the first steered layer do not depend on the coefficient, so they run
-  once per row; only the layers from there on run once per (row, r_e). The decoder-layer modules
-  are called directly, so ``steer`` hooks fire as in a plain forward pass.
+  decoder layers up to and including the first steered one do not depend on the coefficient (the
+  vector is added to that layer's output), so they run once per row; the steering term is added
+  to the cached output and only the layers above it run once per (row, r_e). The decoder-layer
+  modules are called directly, so ``steer`` hooks fire as in a plain forward pass.
 * **plain** (every other family, or attention implementations that ignore 4-D masks). Left-padded
   batches through the model's own forward, with the cloze prefix shared through the KV cache.
 
@@ -146,7 +147,7 @@ def _plain_choice_logliks(loaded: LoadedModel, prefixes: Sequence[str], choice_i
 
 
 # ---------------------------------------------------------------------------------------------
-# Packed path: prefix trees in one row, 4-D ancestor masks, layer skip below the first steered layer
+# Packed path: prefix trees in one row, 4-D ancestor masks, layer skip up to the first steered layer
 # ---------------------------------------------------------------------------------------------
 
 class TokenTree:
@@ -340,7 +341,7 @@ class _PackedRunner:
         return out
 
     def _ensure_states(self, unit_ids: Sequence[int]) -> None:
-        """Run the layers below the first steered one, once per unit, for units not yet cached."""
+        """Run the layers up to the first steered one (unsteered), once per unit, for units not yet cached."""
         for chunk in self.chunks(sorted({u for u in unit_ids if u not in self._states})):
             hidden, positions, mask = self._embed(chunk)
             hidden = self._run_layers(hidden, positions, mask, 0, self.cached_layers)
@@ -638,7 +639,7 @@ def next_token_states_grid(
     rows_per_call: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``next_token_states`` of every text at every coefficient of ``r_grid``: float32
-    [n_r, n, d] and [n_r, n, vocab]. On the packed path the layers below the first steered one
+    [n_r, n, d] and [n_r, n, vocab]. On the packed path the layers up to the first steered one
     run once per text, not once per (text, r_e)."""
     grid = [float(r) for r in r_grid]
     scorer = NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=rows_per_call)

@@ -334,7 +334,8 @@ def run_sweep(
     partial_every: int = 1,
 ) -> SweepResult:
     """Run (or fetch from cache) a sweep. ``progress(done, total, partial_result)`` is called after
-    every batch; ``partial_result`` is given every ``partial_every`` batches (None otherwise)."""
+    every batch; ``partial_result`` is given every ``partial_every`` batches (None otherwise; 0
+    means never, for callers that only count: building one costs an aggregation of all rows so far)."""
     t0 = time.perf_counter()
     cache_path = Path(cache_dir) if cache_dir else default_cache_dir()
     # Built-in data and no vector given: the result is a function of files on disk, so an earlier
@@ -412,7 +413,7 @@ def run_sweep(
         done += n_rows(task, batch)
         if progress is not None:
             partial = None
-            if n_batch % partial_every == 0 and n_batch < len(ordered):
+            if partial_every and n_batch % partial_every == 0 and n_batch < len(ordered):
                 items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
                 agg = aggregate(items)
                 partial = SweepResult(config, agg, items, {}, vector, complete=False)

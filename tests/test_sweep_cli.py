@@ -134,6 +134,13 @@ def test_sweep_runs_caches_and_reports(tiny_model_dir, tmp_path):
     assert not third.from_cache
 
 
+def test_progress_without_partial_results(tiny_model_dir, tmp_path):
+    seen = []
+    run_sweep(tiny_config(tiny_model_dir, r_steps=3), progress=lambda d, t, p: seen.append(p), cache_dir=tmp_path,
+              partial_every=0)
+    assert len(seen) > 1 and all(p is None for p in seen)
+
+
 def test_sweep_cancel(tiny_model_dir, tmp_path):
     import threading
 

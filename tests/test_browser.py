@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import dashboard_bench as bench  # noqa: E402
 
 sync_api = pytest.importorskip("playwright.sync_api")
+PlaywrightTimeoutError = sync_api.TimeoutError
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +126,21 @@ def test_sweep_in_browser_then_slider_regenerates(app_url, browser, tiny_model_d
     model = page.locator("#model-input textarea, #model-input input").first
     model.fill(str(tiny_model_dir))
     model.press("Enter")
-    # The model queue may still be busy with steered generations queued by the previous test's
-    # slider moves on the default model; one CI run on a slow VM minute needed more than 60 s.
-    page.locator("#model-info").get_by_text("4 decoder layers").wait_for(timeout=150000)
+    info = page.locator("#model-info").get_by_text("4 decoder layers")
+    try:
+        info.wait_for(timeout=60000)
+    except PlaywrightTimeoutError:
+        # Two clean-clone CI runs (2026-11-22) never showed the info after Enter, while every other
+        # run showed it within seconds; leaving the field (blur, the form's other trigger) is
+        # what a person would do next. If that fails too, keep what the page showed.
+        model.press("Tab")
+        try:
+            info.wait_for(timeout=120000)
+        except PlaywrightTimeoutError:
+            page.screenshot(path=str(tmp_path / "model-info-timeout.png"), full_page=True)
+            pytest.fail(f"no model info after Enter and Tab; #model-info shows "
+                        f"{page.locator('#model-info').inner_text()!r}; toasts: "
+                        f"{page.locator('.toast-body').all_inner_texts()!r}; screenshot {tmp_path}")
     for elem_id, value in (("first-layer", 0), ("last-layer", 3)):
         box = page.locator(f"#{elem_id} input[type=number]")
         box.fill(str(value))

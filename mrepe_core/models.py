@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import threading
 import weakref
 from contextlib import contextmanager
@@ -21,6 +19,7 @@ from typing import Iterator, Sequence
 
 import torch
 
+from .atomic import folder_written_atomically
 from .model_specs import (  # noqa: F401  (re-exported: models is the public home of these)
     _ALIASES, DEFAULT_HUB_ID, DEFAULT_MODEL, EMBEDDED_PACKAGE, ModelLoadError, cache_root, embedded_gguf_path,
     resolve_spec)
@@ -84,9 +83,7 @@ def _write_dequantised_cache(model: torch.nn.Module, tokenizer, target: Path) ->
     """Write state dict + config (without quantization_config) + tokenizer atomically."""
     from safetensors.torch import save_file
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with folder_written_atomically(target) as tmp:
         state = model.state_dict()
         if getattr(model.config, "tie_word_embeddings", False):
             # Tied weights share storage, which safetensors refuses; the loader re-ties them.
@@ -98,12 +95,6 @@ def _write_dequantised_cache(model: torch.nn.Module, tokenizer, target: Path) ->
         config["dtype"] = "float32"
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         tokenizer.save_pretrained(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _load_pretrained(location: str, dtype: torch.dtype, gguf_file: str | None = None):

@@ -10,7 +10,6 @@ full key's entry. The CLI looks here first: a repeated ``sweep`` is then a file 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
@@ -18,11 +17,10 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 from . import __version__, datasets
+from .atomic import folder_written_atomically
 from .config import SweepConfig
 from .model_specs import cache_root, resolve_spec
 
@@ -95,23 +93,6 @@ def write_index(cache_dir: str | Path, quick: str | None, key: str) -> None:
     tmp = index / f".{quick}.{os.getpid()}.tmp"
     tmp.write_text(key)
     os.replace(tmp, index / quick)
-
-
-@contextlib.contextmanager
-def folder_written_atomically(out_dir: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out_dir``; on success it replaces ``out_dir`` (a reader
-    never sees half a result), on an exception it is removed and ``out_dir`` is left as it was."""
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def copy_entry(entry: Path, out_dir: str | Path) -> Path:

@@ -88,16 +88,26 @@ def run_diagnostics(
     linear_range: float | None = None,
     top_k: int = 10,
     helpfulness_format: str = "letter",
+    question_states: dict[float, torch.Tensor] | None = None,
+    behavior_states: dict[float, torch.Tensor] | None = None,
 ) -> DiagnosticsResult:
-    """Measure the three assumption checks on a few questions and behaviour prompts (own forward passes)."""
+    """Measure the three assumption checks on a few questions and behaviour prompts. States at the
+    answer positions that the caller already has (the sweep keeps its own) are used as given; the
+    rest come from forward passes run here."""
     grid = _nonzero(r_grid)
-    question_states = correct = behavior_states = None
+    correct = None
     if questions:
         texts, correct = answer_prompts(loaded.tokenizer, questions, helpfulness_format)
-        question_states = states_by_coefficient(loaded, texts, vector, layers, grid)
+        if question_states is None:
+            question_states = states_by_coefficient(loaded, texts, vector, layers, grid)
+    else:
+        question_states = None
     if behavior is not None and behavior.eval_prompts:
-        texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
-        behavior_states = states_by_coefficient(loaded, texts, vector, layers, grid)
+        if behavior_states is None:
+            texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
+            behavior_states = states_by_coefficient(loaded, texts, vector, layers, grid)
+    else:
+        behavior_states = None
     return checks_from_states(loaded, grid, question_states, correct, behavior_states, behavior,
                               linear_range=linear_range, top_k=top_k)
 

@@ -409,6 +409,8 @@ class NextTokenScorer:
     (item, r_e) of every row it computed and their logits, float32 [n_rows, vocab].
     """
 
+    provides_states = True  # ``run(..., return_states=True)`` works on both paths
+
     def __init__(self, loaded: LoadedModel, texts: Sequence[str], vector: SteeringVector | None, layers,
                  plain_batch_rows: int = 32, max_row_tokens: int = MAX_ROW_TOKENS,
                  batch_tokens: int = BATCH_TOKENS, keys: Sequence[Hashable] | None = None) -> None:

@@ -24,7 +24,7 @@ import torch
 
 from . import __version__, bounds, datasets, metrics, prompts, runner
 from .config import SweepConfig, SweepConfigError  # noqa: F401  (re-exported: the sweep's public names)
-from .diagnostics import answer_prompts, checks_from_states, compare_with_fits, states_by_coefficient
+from .diagnostics import compare_with_fits, run_diagnostics
 from .models import LoadedModel, load_model, resolve_layers
 from .result_cache import (default_cache_dir, file_cache_key, folder_written_atomically,  # noqa: F401
                            indexed_entry, write_index)
@@ -250,17 +250,22 @@ class AnswerStates:
         return {r: torch.stack([self._states[(i, r)] for i in range(self.n_items)]) for r in self.coefficients}
 
 
+def _run_keeping(scorer, batch, keep: AnswerStates | None) -> tuple:
+    """``scorer.run(batch)``; with ``keep``, the answer-position states also go to it."""
+    if keep is None:
+        return scorer.run(batch)
+    *out, states = scorer.run(batch, return_states=True)
+    keep.keep(out[0], states)
+    return tuple(out)
+
+
 def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None,
                    keep: AnswerStates | None = None) -> list[dict]:
     """Rows for one batch: ``batch`` holds (unit, r_e) of ``scorer.units`` in logit mode and
     (item, r_e) in generation mode."""
     rows: list[dict] = []
     if config.behavior_mode == "logit":
-        if keep is not None:
-            out_rows, logits, states = scorer.run(batch, return_states=True)
-            keep.keep(out_rows, states)
-        else:
-            out_rows, logits = scorer.run(batch)
+        out_rows, logits = _run_keeping(scorer, batch, keep)
         # Token sets depend on the prompt's answer starts; built-ins share one set per behaviour.
         groups: dict[tuple, list[int]] = {}
         for k, (i, _) in enumerate(out_rows):
@@ -289,19 +294,11 @@ def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None,
 def _helpfulness_rows(loaded, questions, batch, config, letter_ids, scorer, keep: AnswerStates | None = None) -> list[dict]:
     """Rows for one batch of (unit, r_e) of ``scorer.units``."""
     if config.helpfulness_format == "letter":
-        if keep is not None:
-            out_rows, logits, states = scorer.run(batch, return_states=True)
-            keep.keep(out_rows, states)
-        else:
-            out_rows, logits = scorer.run(batch)
+        out_rows, logits = _run_keeping(scorer, batch, keep)
         answers = [questions[i].answer for i, _ in out_rows]
         p, correct = metrics.helpfulness_from_letter_logits(logits, letter_ids, answers)
     else:
-        if keep is not None:
-            out_rows, ll, n, states = scorer.run(batch, return_states=True)
-            keep.keep(out_rows, states)
-        else:
-            out_rows, ll, n = scorer.run(batch)
+        out_rows, ll, n = _run_keeping(scorer, batch, keep)
         answers = [questions[i].answer for i, _ in out_rows]
         p, correct = metrics.helpfulness_from_choice_loglik(ll, n, answers)
     rows = []
@@ -394,7 +391,7 @@ def run_sweep(
     keep_beh = AnswerStates(min(config.n_diagnostics, len(behavior.eval_prompts)), check_grid) \
         if check_grid and beh_scorer is not None else None
     keep_hel = AnswerStates(min(config.n_diagnostics, len(questions)), check_grid) \
-        if check_grid and hel_scorer is not None and getattr(hel_scorer, "provides_states", True) else None
+        if check_grid and hel_scorer is not None and hel_scorer.provides_states else None
 
     def n_rows(task: str, batch) -> int:
         return sum(len(units[task][u]) for u, _ in batch)
@@ -437,8 +434,13 @@ def run_sweep(
     diag_rows = noise = None
     if check_grid:
         td = time.perf_counter()
-        diag = _checks(loaded, vector, layers, questions[: config.n_diagnostics],
-                       _subset(behavior, config.n_diagnostics), check_grid, config, keep_beh, keep_hel)
+        # States the sweep could not keep (generation mode, plain path, r_e = 0 off the grid) are
+        # computed by the checks' own passes.
+        diag = run_diagnostics(
+            loaded, vector, layers, questions[: config.n_diagnostics], _subset(behavior, config.n_diagnostics),
+            check_grid, helpfulness_format=config.helpfulness_format,
+            question_states=keep_hel.by_coefficient() if keep_hel is not None else None,
+            behavior_states=keep_beh.by_coefficient() if keep_beh is not None else None)
         diag_rows, noise = diag.rows, diag.noise_samples
         summary["diagnostics"] = {**diag.estimates, "comparison_with_fits": compare_with_fits(
             diag.estimates, summary.get("alignment_fit"), summary.get("helpfulness_fit"))}
@@ -452,23 +454,6 @@ def run_sweep(
         except OSError:
             summary["notes"].append("results could not be cached (read-only cache directory)")
     return result
-
-
-def _checks(loaded, vector, layers, questions, behavior, check_grid, config, keep_beh, keep_hel):
-    """The assumption checks from the states the sweep kept; whatever it could not keep (generation
-    mode, a model on the plain path, r_e = 0 off the grid) is computed by forward passes of their own."""
-    question_states = correct = behavior_states = None
-    if questions:
-        texts, correct = answer_prompts(loaded.tokenizer, questions, config.helpfulness_format)
-        question_states = keep_hel.by_coefficient() if keep_hel is not None else None
-        if question_states is None:
-            question_states = states_by_coefficient(loaded, texts, vector, layers, check_grid)
-    if behavior.eval_prompts:
-        behavior_states = keep_beh.by_coefficient() if keep_beh is not None else None
-        if behavior_states is None:
-            texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
-            behavior_states = states_by_coefficient(loaded, texts, vector, layers, check_grid)
-    return checks_from_states(loaded, check_grid, question_states, correct, behavior_states, behavior)
 
 
 def _from_cache(entry: Path, t0: float) -> "SweepResult":

@@ -81,7 +81,7 @@ def test_scan_layers_tiny(tiny_model_dir):
 def test_sweep_checks_use_its_own_passes_and_equal_a_separate_run(tiny_model_dir, tmp_path, monkeypatch, fmt):
     """The sweep reads the checks' states from its own forward passes (no extra pass) and gets
     the numbers a separate ``run_diagnostics`` on the same items and coefficients gets."""
-    from mrepe_core import sweep
+    from mrepe_core import diagnostics, sweep
     from mrepe_core.models import load_model
 
     config = SweepConfig(model=str(tiny_model_dir), behavior="harmless", layers="1:3", r_min=-4, r_max=4,
@@ -91,7 +91,7 @@ def test_sweep_checks_use_its_own_passes_and_equal_a_separate_run(tiny_model_dir
     def no_extra_pass(*args, **kwargs):
         raise AssertionError("the sweep ran forward passes of its own for the checks")
 
-    monkeypatch.setattr(sweep, "states_by_coefficient", no_extra_pass)
+    monkeypatch.setattr(diagnostics, "states_by_coefficient", no_extra_pass)
     res = sweep.run_sweep(config, cache_dir=tmp_path)
     monkeypatch.undo()
     loaded, behavior, questions = sweep.prepare(config, load_model(str(tiny_model_dir), dtype="fp32"))

@@ -11,7 +11,10 @@ run. Two ways to compute the same numbers:
   decoder layers up to and including the first steered one do not depend on the coefficient (the
   vector is added to that layer's output), so they run once per row; the steering term is added
   to the cached output and only the layers above it run once per (row, r_e). The decoder-layer
-  modules are called directly, so ``steer`` hooks fire as in a plain forward pass.
+  modules are called directly, so ``steer`` hooks fire as in a plain forward pass. The last
+  layer's output is only read at a few nodes (the answer positions, the choice tokens), so when it
+  is not steered it computes keys and values for every node but queries, attention output and MLP
+  only at those nodes.
 * **plain** (every other family, or attention implementations that ignore 4-D masks). Left-padded
   batches through the model's own forward, with the cloze prefix shared through the KV cache.
 
@@ -278,6 +281,12 @@ def pack_units(item_sequences: Sequence[Sequence[Sequence[int]]], max_tokens: in
     return packed
 
 
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """Llama-family rotary helper: (x1, x2) -> (-x2, x1) over the last dimension's halves."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
 class _PackedRunner:
     """Shared machinery: units, cached pre-steering states, per-coefficient forward passes."""
 
@@ -312,8 +321,8 @@ class _PackedRunner:
         return positions.to(dev), mask.unsqueeze(1).to(dev), width
 
     def _run_layers(self, hidden: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-                    start: int, stop: int) -> torch.Tensor:
-        rotary = self.base.rotary_emb(hidden, positions)
+                    start: int, stop: int, rotary=None) -> torch.Tensor:
+        rotary = rotary if rotary is not None else self.base.rotary_emb(hidden, positions)
         for layer in self.base.layers[start:stop]:
             out = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=None,
                         use_cache=False, position_embeddings=rotary)
@@ -375,13 +384,66 @@ class _PackedRunner:
         for r, u in enumerate(unit_ids):
             hidden[r, : len(self.units[u])] = self._states[u]
         coeff = torch.tensor([float(c) for _, c in rows], dtype=torch.float32)
-        if self.first_layer < self.loaded.n_layers:
+        n = self.loaded.n_layers
+        if self.first_layer < n:
             # Exactly the term the steering hook would add to this layer's output.
             hidden = hidden + steering_term(self.vector.directions[self.first_layer], coeff, hidden)
-            if self.cached_layers < self.loaded.n_layers:
+            if self.cached_layers < n:
+                rotary = self.base.rotary_emb(hidden, positions)
                 with steer(self.loaded.model, self.vector if self.later_layers else None, self.later_layers, coeff):
-                    hidden = self._run_layers(hidden, positions, mask, self.cached_layers, self.loaded.n_layers)
+                    if self._last_layer_at_reads_applies():
+                        hidden = self._run_layers(hidden, positions, mask, self.cached_layers, n - 1, rotary)
+                        return [self.norm(h) for h in self._last_layer_at_reads(hidden, rotary, mask, unit_ids)]
+                    hidden = self._run_layers(hidden, positions, mask, self.cached_layers, n, rotary)
         return [self.norm(hidden[r, self.units[u].reads]) for r, u in enumerate(unit_ids)]
+
+    def _last_layer_at_reads_applies(self) -> bool:
+        """The last layer runs in the per-coefficient stage, is not steered, carries no hooks of
+        anyone else's (they would expect a module call), and has the Llama-family shape."""
+        n = self.loaded.n_layers
+        layer = self.base.layers[n - 1]
+        attn = getattr(layer, "self_attn", None)
+        return (self.cached_layers < n - 1 and n - 1 not in self.later_layers
+                and not (layer._forward_hooks or layer._forward_pre_hooks)
+                and all(hasattr(layer, a) for a in ("input_layernorm", "post_attention_layernorm", "mlp"))
+                and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")))
+
+    def _last_layer_at_reads(self, hidden: torch.Tensor, rotary, mask: torch.Tensor,
+                             unit_ids: Sequence[int]) -> list[torch.Tensor]:
+        """The last decoder layer's output at each row's read nodes, [reads, d] per row.
+
+        Mirrors the Llama-family layer (pre-norm attention with rotary embeddings and grouped
+        key/value heads, Qwen3's per-head q/k norms, then the pre-norm MLP), with queries taken at
+        the read nodes only: every other node's output would be thrown away.
+        """
+        layer = self.base.layers[self.loaded.n_layers - 1]
+        attn = layer.self_attn
+        rows, width, _ = hidden.shape
+        reads = [self.units[u].reads for u in unit_ids]
+        index = torch.zeros((rows, max(len(x) for x in reads)), dtype=torch.long)
+        for r, x in enumerate(reads):
+            index[r, : len(x)] = torch.tensor(x)  # shorter rows repeat node 0; those outputs are dropped
+        index = index.to(hidden.device)
+
+        def at_reads(t: torch.Tensor) -> torch.Tensor:
+            return torch.gather(t, 1, index.unsqueeze(-1).expand(-1, -1, t.shape[-1]))
+
+        x = layer.input_layernorm(hidden)
+        q = attn.q_proj(at_reads(x)).view(rows, index.shape[1], -1, attn.head_dim)
+        k = attn.k_proj(x).view(rows, width, -1, attn.head_dim)
+        v = attn.v_proj(x).view(rows, width, -1, attn.head_dim).transpose(1, 2)
+        if getattr(attn, "q_norm", None) is not None:  # Qwen3
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        cos, sin = rotary
+        q = q * at_reads(cos).unsqueeze(1) + _rotate_half(q) * at_reads(sin).unsqueeze(1)
+        k = k * cos.unsqueeze(1) + _rotate_half(k) * sin.unsqueeze(1)
+        query_mask = torch.gather(mask, 2, index[:, None, :, None].expand(-1, 1, -1, width))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=query_mask, scale=attn.scaling,
+                                                               enable_gqa=q.shape[1] != k.shape[1])
+        h = at_reads(hidden) + attn.o_proj(out.transpose(1, 2).reshape(rows, index.shape[1], -1))
+        h = h + layer.mlp(layer.post_attention_layernorm(h))
+        return [h[r, : len(x)] for r, x in enumerate(reads)]
 
     def batches(self, rows: Sequence[tuple[int, float]]) -> list[list[tuple[int, float]]]:
         """Split (unit, r_e) rows into forward passes of about ``batch_tokens`` padded tokens."""

@@ -158,20 +158,46 @@ def test_scorers_over_grid_with_small_rows_and_batches(any_model):
     assert active_hook_count(any_model.model) == 0
 
 
+@pytest.mark.parametrize("layers", [[-2, -1], [1]])  # [1]: the last layer runs at the read nodes only
 @pytest.mark.parametrize("family", ["tiny_qwen2", "tiny_qwen3", "tiny_mistral"])
-def test_other_packed_families_equal_reference(request, family):
+def test_other_packed_families_equal_reference(request, family, layers):
     loaded = request.getfixturevalue(family)
     vec = random_vector(loaded, seed=9)
     texts = chat_texts(loaded)
     coeffs = [-3.0, 0.0, 2.5, 1.0]
-    got = runner.next_token_logits(loaded, texts, vec, [-2, -1], coeffs)
+    got = runner.next_token_logits(loaded, texts, vec, layers, coeffs)
     for i, (text, c) in enumerate(zip(texts, coeffs)):
-        torch.testing.assert_close(got[i], reference_next(loaded, text, vec, [-2, -1], c), atol=ATOL, rtol=0)
-    ll, _ = runner.choice_logliks(loaded, PREFIXES, CHOICES, vec, [-2, -1], coeffs[:3])
+        torch.testing.assert_close(got[i], reference_next(loaded, text, vec, layers, c), atol=ATOL, rtol=0)
+    ll, _ = runner.choice_logliks(loaded, PREFIXES, CHOICES, vec, layers, coeffs[:3])
     for i, prefix in enumerate(PREFIXES):
         for j, choice in enumerate(CHOICES[i]):
-            expected, _ = reference_choice(loaded, prefix, choice, vec, [-2, -1], coeffs[i])
+            expected, _ = reference_choice(loaded, prefix, choice, vec, layers, coeffs[i])
             assert ll[i, j] == pytest.approx(expected, abs=1e-3)
+
+
+def test_unsteered_last_layer_runs_at_read_nodes_only(tiny_llama):
+    """With layers [1] of 4 the last layer is not called as a module (its read-node version runs);
+    a hook someone else put on it makes the runner call it as usual. Same numbers either way."""
+    vec = random_vector(tiny_llama, seed=8)
+    last = tiny_llama.model.model.layers[-1]
+    calls = []
+    original = last.forward
+    last.forward = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        ll, _ = runner.choice_logliks(tiny_llama, PREFIXES, CHOICES, vec, [1], [2.0, -1.0, 0.5])
+        logits = runner.next_token_logits(tiny_llama, chat_texts(tiny_llama), vec, [1], 3.0)
+        assert calls == []
+        handle = last.register_forward_hook(lambda *a: None)
+        try:
+            ll_hooked, _ = runner.choice_logliks(tiny_llama, PREFIXES, CHOICES, vec, [1], [2.0, -1.0, 0.5])
+        finally:
+            handle.remove()
+        assert calls
+    finally:
+        del last.forward
+    np.testing.assert_allclose(ll, ll_hooked, atol=1e-4)
+    for i, text in enumerate(chat_texts(tiny_llama)):
+        torch.testing.assert_close(logits[i], reference_next(tiny_llama, text, vec, [1], 3.0), atol=ATOL, rtol=0)
 
 
 def test_zero_coefficient_rows_equal_unsteered(any_model):

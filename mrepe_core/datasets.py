@@ -245,6 +245,34 @@ def mmlu_subjects() -> list[str]:
     return sorted(p.name[: -len("_test.csv")] for p in (ASSETS / "mmlu" / "test").glob("*_test.csv"))
 
 
+# The four categories of Hendrycks et al. (their `categories.py`), by subject. Pooling the 5 dev
+# questions of a category's 12-18 subjects gives 60-90 questions, enough to see a signal that five
+# questions of one subject cannot (used by bench/choose_subjects.py).
+_MMLU_CATEGORY_SUBJECTS = {
+    "stem": "abstract_algebra astronomy college_biology college_chemistry college_computer_science "
+            "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
+            "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
+            "high_school_mathematics high_school_physics high_school_statistics machine_learning",
+    "humanities": "formal_logic high_school_european_history high_school_us_history high_school_world_history "
+                  "international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy "
+                  "prehistory professional_law world_religions",
+    "social_sciences": "econometrics high_school_geography high_school_government_and_politics "
+                       "high_school_macroeconomics high_school_microeconomics high_school_psychology "
+                       "human_sexuality professional_psychology public_relations security_studies sociology "
+                       "us_foreign_policy",
+    "other": "anatomy business_ethics clinical_knowledge college_medicine global_facts human_aging management marketing "
+             "medical_genetics miscellaneous nutrition professional_accounting professional_medicine virology",
+}
+MMLU_CATEGORIES = {s: cat for cat, names in _MMLU_CATEGORY_SUBJECTS.items() for s in names.split()}
+
+
+def mmlu_category(subject: str) -> str:
+    """stem, humanities, social_sciences or other."""
+    if subject not in MMLU_CATEGORIES:
+        raise DataValidationError(f"Unknown MMLU subject {subject!r}.")
+    return MMLU_CATEGORIES[subject]
+
+
 def load_mmlu(subjects: list[str], split: str = "test", n_per_subject: int | None = None,
               seed: int = 0) -> list[MCQuestion]:
     """Questions per subject (``split`` = dev or test), sampled with a fixed seed."""

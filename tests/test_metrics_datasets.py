@@ -122,3 +122,13 @@ def test_mmlu_loading():
     assert len(qs) == 3 and all(len(q.choices) == 4 and 0 <= q.answer < 4 for q in qs)
     with pytest.raises(datasets.DataValidationError):
         datasets.load_mmlu(["not_a_subject"])
+
+
+def test_mmlu_categories_cover_every_subject_once():
+    # Hendrycks et al.'s four categories: 18 STEM, 13 humanities, 12 social sciences, 14 other.
+    assert set(datasets.MMLU_CATEGORIES) == set(datasets.mmlu_subjects())
+    counts = {c: list(datasets.MMLU_CATEGORIES.values()).count(c) for c in set(datasets.MMLU_CATEGORIES.values())}
+    assert counts == {"stem": 18, "humanities": 13, "social_sciences": 12, "other": 14}
+    assert datasets.mmlu_category("anatomy") == "other" and datasets.mmlu_category("sociology") == "social_sciences"
+    with pytest.raises(datasets.DataValidationError):
+        datasets.mmlu_category("not_a_subject")

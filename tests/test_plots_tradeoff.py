@@ -120,6 +120,17 @@ def test_helpfulness_figure(agg, fits):
     assert not any(t.name.startswith("chance") for t in helpfulness_figure(agg, n_choices=None).data)
 
 
+def test_helpfulness_figure_many_subjects_share_one_legend_entry():
+    subjects = [f"subject_{k}" for k in range(15)]
+    fig = helpfulness_figure(make_agg(subjects=subjects), n_choices=4)
+    thin = [t for t in fig.data if t.legendgroup == "subjects"]
+    assert len(thin) == 15 and [t.showlegend for t in thin] == [True] + [False] * 14
+    assert thin[0].name == "15 subjects" and all(s in t.hovertemplate for s, t in zip(sorted(subjects), thin))
+    few = helpfulness_figure(make_agg(), n_choices=4)
+    assert all(t.showlegend is not False for t in few.data if t.legendgroup == "subjects")
+    assert_valid_plotly(fig)
+
+
 def test_helpfulness_figure_accuracy_and_missing_mean():
     agg = make_agg()
     acc = helpfulness_figure(agg, metric="accuracy")

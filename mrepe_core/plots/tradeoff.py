@@ -21,6 +21,7 @@ import plotly.io as pio
 from ..bounds import AlignmentFit, EfficientRegime, HelpfulnessFit
 
 REQUIRED_COLUMNS = ("r_e", "task", "metric", "subject", "value", "stderr")
+MAX_SUBJECT_LEGEND_ENTRIES = 6
 # plotly_white's 2-D cartesian layout part as a plain dict: a template *name* would reach plotly.js
 # unexpanded when validation is off (see _figure), and the per-trace-type defaults and polar/geo/3-D
 # parts are irrelevant to these scatter plots but would be deep-copied on every rebuild.
@@ -242,10 +243,14 @@ def helpfulness_figure(agg: pd.DataFrame, fit: HelpfulnessFit | None = None, n_c
     curves = _curves(_check_agg(agg), "helpfulness", metric)
     y_title = P_AXIS_TITLE if metric == "helpfulness" else metric
     traces: list[dict] = []
-    for subject, (r, v, _) in curves.items():
-        if subject == "mean":
-            continue
-        traces.append(dict(type="scatter", x=r, y=v, mode="lines", name=subject, opacity=0.7,
+    subjects = [s for s in curves if s != "mean"]
+    # Past a handful of subjects one legend entry stands for them all (hover still names each).
+    grouped = len(subjects) > MAX_SUBJECT_LEGEND_ENTRIES
+    for k, subject in enumerate(subjects):
+        r, v, _ = curves[subject]
+        traces.append(dict(type="scatter", x=r, y=v, mode="lines", opacity=0.7,
+                           name=f"{len(subjects)} subjects" if grouped else subject,
+                           showlegend=not grouped or k == 0,
                            line=dict(width=1, color=COLORS["subject"]), legendgroup="subjects",
                            hovertemplate="r_e = %{x:.3g}<br>%{y:.3f}<extra>" + subject + "</extra>"))
     r_mean, v_mean, e_mean, mean_name = _mean_curve(curves)

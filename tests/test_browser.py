@@ -8,6 +8,7 @@ benchmark script reports the numbers to compare with the targets.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import statistics
@@ -27,8 +28,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 PlaywrightTimeoutError = sync_api.TimeoutError
 
 
-@pytest.fixture(scope="module")
-def app_url():
+@contextlib.contextmanager
+def served_app():
     import app
 
     demo = app.build_demo()
@@ -37,8 +38,23 @@ def app_url():
         port = s.getsockname()[1]
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
                 **app.launch_options())
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    with served_app() as url:
+        yield url
+
+
+@pytest.fixture
+def own_app_url():
+    """An app of the test's own: its queue starts empty, whatever earlier tests left running."""
+    with served_app() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +175,8 @@ def test_preset_charts_slider_and_bad_upload(app_url, browser, tmp_path):
     page.close()
 
 
-def test_sweep_in_browser_then_slider_regenerates(app_url, browser, tiny_model_dir, tmp_path):
+def test_sweep_in_browser_then_slider_regenerates(own_app_url, browser, tiny_model_dir, tmp_path):
+    app_url = own_app_url
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
     page.goto(app_url)
     page.wait_for_function(bench.charts_rendered_js(), timeout=30000)

@@ -281,12 +281,6 @@ def pack_units(item_sequences: Sequence[Sequence[Sequence[int]]], max_tokens: in
     return packed
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    """Llama-family rotary helper: (x1, x2) -> (-x2, x1) over the last dimension's halves."""
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
 class _PackedRunner:
     """Shared machinery: units, cached pre-steering states, per-coefficient forward passes."""
 
@@ -304,6 +298,14 @@ class _PackedRunner:
         self.units = units
         self.batch_tokens = batch_tokens
         self._states: dict[int, torch.Tensor] = {}  # unit -> unsteered output of the first steered layer
+        last = self.base.layers[loaded.n_layers - 1]
+        attn = getattr(last, "self_attn", None)
+        # The last layer runs per coefficient, unsteered, with the Llama-family shape that
+        # _last_layer_at_reads mirrors.
+        self._last_layer_mirrorable = (
+            self.cached_layers < loaded.n_layers - 1 and loaded.n_layers - 1 not in self.later_layers
+            and all(hasattr(last, a) for a in ("input_layernorm", "post_attention_layernorm", "mlp"))
+            and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")))
         for unit in units:
             unit.mask = unit.tree.ancestor_mask()
 
@@ -398,15 +400,10 @@ class _PackedRunner:
         return [self.norm(hidden[r, self.units[u].reads]) for r, u in enumerate(unit_ids)]
 
     def _last_layer_at_reads_applies(self) -> bool:
-        """The last layer runs in the per-coefficient stage, is not steered, carries no hooks of
-        anyone else's (they would expect a module call), and has the Llama-family shape."""
-        n = self.loaded.n_layers
-        layer = self.base.layers[n - 1]
-        attn = getattr(layer, "self_attn", None)
-        return (self.cached_layers < n - 1 and n - 1 not in self.later_layers
-                and not (layer._forward_hooks or layer._forward_pre_hooks)
-                and all(hasattr(layer, a) for a in ("input_layernorm", "post_attention_layernorm", "mlp"))
-                and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")))
+        """Mirrorable, and no one else's hooks on the last layer (they would expect a module call;
+        hooks come and go, so this is checked per pass)."""
+        layer = self.base.layers[self.loaded.n_layers - 1]
+        return self._last_layer_mirrorable and not (layer._forward_hooks or layer._forward_pre_hooks)
 
     def _last_layer_at_reads(self, hidden: torch.Tensor, rotary, mask: torch.Tensor,
                              unit_ids: Sequence[int]) -> list[torch.Tensor]:
@@ -416,6 +413,8 @@ class _PackedRunner:
         key/value heads, Qwen3's per-head q/k norms, then the pre-norm MLP), with queries taken at
         the read nodes only: every other node's output would be thrown away.
         """
+        from transformers.models.llama.modeling_llama import rotate_half  # shared by the families here
+
         layer = self.base.layers[self.loaded.n_layers - 1]
         attn = layer.self_attn
         rows, width, _ = hidden.shape
@@ -436,8 +435,8 @@ class _PackedRunner:
             q, k = attn.q_norm(q), attn.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)
         cos, sin = rotary
-        q = q * at_reads(cos).unsqueeze(1) + _rotate_half(q) * at_reads(sin).unsqueeze(1)
-        k = k * cos.unsqueeze(1) + _rotate_half(k) * sin.unsqueeze(1)
+        q = q * at_reads(cos).unsqueeze(1) + rotate_half(q) * at_reads(sin).unsqueeze(1)
+        k = k * cos.unsqueeze(1) + rotate_half(k) * sin.unsqueeze(1)
         query_mask = torch.gather(mask, 2, index[:, None, :, None].expand(-1, 1, -1, width))
         out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=query_mask, scale=attn.scaling,
                                                                enable_gqa=q.shape[1] != k.shape[1])

@@ -98,12 +98,12 @@ def server_threads() -> str:
                      for ident, frame in sys._current_frames().items())
 
 
-def load_model_in_form(page, app_url: str, path: str, expected: str, tmp_path: Path) -> None:
+def load_model_in_form(page, path: str, expected: str, tmp_path: Path) -> None:
     """Type a model into the experiment form and wait for its model info, as a person would: Enter,
     then leaving the field, then reloading the page and trying again.
 
-    In three clean-clone CI runs (2026-11-22) the info never came after Enter or Tab, while every
-    rerun showed it within a second; the cause is not known. On failure the message carries the
+    In three clean-clone CI runs (2026-11-22) the info never came after Enter or Tab, while most
+    runs show it within a second; the cause is not known. On failure the message carries the
     Gradio requests the page sent and every server thread's stack, to find it next time.
     """
     sent: list[str] = []
@@ -123,11 +123,12 @@ def load_model_in_form(page, app_url: str, path: str, expected: str, tmp_path: P
             return
         except PlaywrightTimeoutError:
             continue
+    threads = server_threads()
     page.screenshot(path=str(tmp_path / "model-info-timeout.png"), full_page=True)
-    (tmp_path / "server-threads.txt").write_text(server_threads())
+    (tmp_path / "server-threads.txt").write_text(threads)
     pytest.fail(f"no model info after Enter, Tab and a reload; #model-info shows "
                 f"{page.locator('#model-info').inner_text()!r}; requests: {sent[-12:]!r}; "
-                f"screenshot and thread stacks in {tmp_path}:\n{server_threads()[-6000:]}")
+                f"screenshot and thread stacks in {tmp_path}:\n{threads[-6000:]}")
 
 
 def test_preset_charts_slider_and_bad_upload(app_url, browser, tmp_path):
@@ -176,11 +177,10 @@ def test_preset_charts_slider_and_bad_upload(app_url, browser, tmp_path):
 
 
 def test_sweep_in_browser_then_slider_regenerates(own_app_url, browser, tiny_model_dir, tmp_path):
-    app_url = own_app_url
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(app_url)
+    page.goto(own_app_url)
     page.wait_for_function(bench.charts_rendered_js(), timeout=30000)
-    load_model_in_form(page, app_url, str(tiny_model_dir), "4 decoder layers", tmp_path)
+    load_model_in_form(page, str(tiny_model_dir), "4 decoder layers", tmp_path)
     for elem_id, value in (("first-layer", 0), ("last-layer", 3)):
         box = page.locator(f"#{elem_id} input[type=number]")
         box.fill(str(value))

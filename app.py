@@ -72,8 +72,10 @@ def _optional_tab(title: str, module_name: str, builder_name: str) -> None:
                 error = traceback.format_exc()
         TAB_ERRORS[title] = error or "unknown error"
         log.error("tab %s failed to load:\n%s", title, error)
-        gr.Markdown(f"⚠ **The {title} tab failed to load.** The other tabs work. Details for the maintainers:\n"
-                    f"```\n{(error or '').strip()[-1500:]}\n```")
+        gr.Markdown(
+            f"⚠ **The {title} tab failed to load.** The other tabs work. Details for the maintainers:\n"
+            f"```\n{(error or '').strip()[-1500:]}\n```"
+        )
 
 
 def build_demo() -> gr.Blocks:
@@ -97,8 +99,14 @@ def launch_options() -> dict:
     # head: plotly starts loading with the page instead of when the first chart mounts.
     # run_history=False: Gradio would otherwise copy every event's outputs (three chart JSONs per
     # slider move) into the browser's storage, on the main thread.
-    return dict(max_file_size=MAX_FILE_SIZE, theme=gr.themes.Soft(), css=CSS, head=plotly_head(),
-                footer_links=["api", "gradio"], run_history=False)
+    return dict(
+        max_file_size=MAX_FILE_SIZE,
+        theme=gr.themes.Soft(),
+        css=CSS,
+        head=plotly_head(),
+        footer_links=["api", "gradio"],
+        run_history=False,
+    )
 
 
 def warm_default_model(device: str = "auto") -> None:
@@ -113,8 +121,9 @@ def warm_default_model(device: str = "auto") -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("MREPE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("MREPE_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     demo = build_demo()
     from mrepe_core import projection
 

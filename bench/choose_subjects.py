@@ -58,13 +58,14 @@ def main() -> None:
             p, acc = metrics.helpfulness_from_letter_logits(logits, letter_ids, [q.answer for q in qs])
         else:
             texts = [prompts.mmlu_cloze_prompt(q.question, q.subject) for q in qs]
-            ll, n = runner.choice_logliks(loaded, texts, [list(q.choices) for q in qs], None, None,
-                                          [0.0] * len(qs))
+            ll, n = runner.choice_logliks(loaded, texts, [list(q.choices) for q in qs], None, None, [0.0] * len(qs))
             p, acc = metrics.helpfulness_from_choice_loglik(ll, n, [q.answer for q in qs])
         per_question[subject] = (np.asarray(p, float), np.asarray(acc, float))
         lengths[subject] = float(np.mean([question_tokens(loaded.tokenizer, q) for q in qs]))
-    print(f"{'subject':40s} {'category':16s} P(correct) accuracy tokens  ({args.format}, dev split, "
-          f"{time.perf_counter() - t0:.0f} s)")
+    print(
+        f"{'subject':40s} {'category':16s} P(correct) accuracy tokens  ({args.format}, dev split, "
+        f"{time.perf_counter() - t0:.0f} s)"
+    )
     for s in sorted(per_question, key=lambda s: -per_question[s][0].mean()):
         p, a = per_question[s]
         print(f"{s:40s} {datasets.mmlu_category(s):16s} {p.mean():9.3f} {a.mean():8.2f} {lengths[s]:6.0f}")
@@ -79,16 +80,20 @@ def main() -> None:
         v = np.array(v)
         keep = v[:, 0].mean() > overall
         kept += [cat] if keep else []
-        print(f"  {cat:16s} n={len(v):3d}  P(correct) {v[:, 0].mean():.3f} ± {v[:, 0].std(ddof=1) / np.sqrt(len(v)):.3f}"
-              f"  accuracy {v[:, 1].mean():.3f}{'  kept' if keep else ''}")
+        print(
+            f"  {cat:16s} n={len(v):3d}  P(correct) {v[:, 0].mean():.3f} ± {v[:, 0].std(ddof=1) / np.sqrt(len(v)):.3f}"
+            f"  accuracy {v[:, 1].mean():.3f}{'  kept' if keep else ''}"
+        )
     chosen = [s for s in sorted(per_question) if datasets.mmlu_category(s) in kept and lengths[s] <= args.max_tokens]
     if not chosen:
         print("no subject passes the rule")
         return
     k = math.ceil(args.n_questions / len(chosen))
     p = np.concatenate([per_question[s][0] for s in chosen])
-    print(f"\nrule: categories {', '.join(kept)}; subjects averaging <= {args.max_tokens:g} tokens on dev; "
-          f"{k} questions each ({k * len(chosen)} in all)")
+    print(
+        f"\nrule: categories {', '.join(kept)}; subjects averaging <= {args.max_tokens:g} tokens on dev; "
+        f"{k} questions each ({k * len(chosen)} in all)"
+    )
     print(f"chosen ({len(chosen)}; dev P(correct) {p.mean():.3f}): [{', '.join(chosen)}]")
 
 

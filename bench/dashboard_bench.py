@@ -24,8 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 CHART_IDS = ("behavior-plot", "helpfulness-plot", "tradeoff-plot")
 MALFORMED_CSV = "kind,positive,negative\npair,only one side,\n"
 
@@ -106,12 +111,19 @@ def wait_ready(url: str, timeout: float = 90.0, proc: subprocess.Popen | None = 
 
 def start_app(port: int, env: dict | None = None, log_path: Path | None = None) -> tuple[subprocess.Popen, float]:
     """Start ``python app.py`` on ``port``; return the process and seconds from spawn to HTTP 200."""
-    full_env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-                "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
+    full_env = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        **(env or {}),
+    }
     out = open(log_path, "w") if log_path else subprocess.DEVNULL
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=full_env, stdout=out,
-                            stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT
+    )
     try:
         wait_ready(f"http://127.0.0.1:{port}/", proc=proc)
     except BaseException:
@@ -145,8 +157,7 @@ def launch_browser(playwright):
 
 
 def charts_rendered_js() -> str:
-    return ("() => %s.every(id => document.querySelector('#' + id + ' .js-plotly-plot .trace'))"
-            % (list(CHART_IDS),))
+    return "() => %s.every(id => document.querySelector('#' + id + ' .js-plotly-plot .trace'))" % (list(CHART_IDS),)
 
 
 def measure_page_load(page, url: str, timeout_ms: int = 30000) -> float:
@@ -192,8 +203,9 @@ def slider_fractions(n: int) -> list[float]:
     return [0.15 + 0.7 * ((k * 7) % (n + 1)) / n for k in range(1, n + 1)]
 
 
-_GENERATING = ("() => !!document.querySelector('#steered-text .meta-text, #steered-text .progress-text, "
-               "#steered-text .timer')")
+_GENERATING = (
+    "() => !!document.querySelector('#steered-text .meta-text, #steered-text .progress-text, #steered-text .timer')"
+)
 
 
 def wait_generation_idle(page, appear_ms: int = 1500, timeout_ms: int = 180000) -> None:
@@ -290,11 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model warm-up: {warm.strip()[-80:]}")
     print(f"umap warm-up: {umap.strip()[-80:]}")
     print(f"page_load_during_warmup_s: {page_load_warming:.2f}  (right after start, while the app warms up)")
-    print(f"page_load_charts_s: {page_load:.2f}  (median of {', '.join(f'{t:.2f}' for t in page_loads)}; "
-          f"target < 3; navigation -> traces drawn in all 3 charts, fresh browser context, app idle)")
+    print(
+        f"page_load_charts_s: {page_load:.2f}  (median of {', '.join(f'{t:.2f}' for t in page_loads)}; "
+        f"target < 3; navigation -> traces drawn in all 3 charts, fresh browser context, app idle)"
+    )
     print("slider_ms (answers regenerated between moves): " + ", ".join(f"{t:.0f}" for t in times))
-    print(f"slider_ms_back_to_back: {', '.join(f'{t:.0f}' for t in rushed)} "
-          f"(median {statistics.median(rushed):.1f}; each move overlaps the previous generation)")
+    print(
+        f"slider_ms_back_to_back: {', '.join(f'{t:.0f}' for t in rushed)} "
+        f"(median {statistics.median(rushed):.1f}; each move overlaps the previous generation)"
+    )
     print(f"last readout: {readouts[-1]}")
     print(f"last steered answer: {steered[:80]!r}")
     print(f"malformed upload error: {error.strip().splitlines()[-1] if error.strip() else error!r}")

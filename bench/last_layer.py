@@ -38,21 +38,27 @@ def main() -> int:
     config = load_preset(args.preset).config
     loaded, behavior, questions = prepare(config)
     layers = resolve_layers(config.layers, loaded.n_layers)
-    vector = extract_vector(loaded, behavior.pairs, config.method, layers, behavior=behavior.name,
-                            template=behavior.template)
+    vector = extract_vector(
+        loaded, behavior.pairs, config.method, layers, behavior=behavior.name, template=behavior.template
+    )
     grid = config.r_grid()
     picked = [grid[k] for k in np.linspace(0, len(grid) - 1, args.coefficients).round().astype(int)]
-    scorers = {"behaviour": _behavior_scorer(loaded, behavior, vector, layers, config),
-               "helpfulness": _helpfulness_scorer(loaded, questions, vector, layers, config)}
+    scorers = {
+        "behaviour": _behavior_scorer(loaded, behavior, vector, layers, config),
+        "helpfulness": _helpfulness_scorer(loaded, questions, vector, layers, config),
+    }
     for s in scorers.values():
         s.run([(u, 0.0) for u in range(len(s.units))])  # pre-steering states cached, as in a sweep
     print(f"{config.name}: layers {config.layers}, coefficients {picked}, torch threads {torch.get_num_threads()}")
     times = {(task, mode): [] for task in scorers for mode in ("read nodes", "full")}
     outputs = {}
     for rep in range(args.repeats):
-        for mode in (("read nodes", "full") if rep % 2 == 0 else ("full", "read nodes")):
-            switch = mock.patch.object(runner._PackedRunner, "_last_layer_at_reads_applies", return_value=False) \
-                if mode == "full" else contextlib.nullcontext()
+        for mode in ("read nodes", "full") if rep % 2 == 0 else ("full", "read nodes"):
+            switch = (
+                mock.patch.object(runner._PackedRunner, "_last_layer_at_reads_applies", return_value=False)
+                if mode == "full"
+                else contextlib.nullcontext()
+            )
             for task, scorer in scorers.items():
                 rows = [(u, r) for r in picked for u in range(len(scorer.units))]
                 with switch:
@@ -61,10 +67,15 @@ def main() -> int:
                     times[(task, mode)].append(time.perf_counter() - t)
                 outputs[(task, mode)] = out[1]
     for task in scorers:
-        a, b = np.asarray(outputs[(task, "read nodes")], dtype=np.float64), np.asarray(outputs[(task, "full")], dtype=np.float64)
+        a, b = (
+            np.asarray(outputs[(task, "read nodes")], dtype=np.float64),
+            np.asarray(outputs[(task, "full")], dtype=np.float64),
+        )
         on, off = min(times[(task, "read nodes")]), min(times[(task, "full")])
-        print(f"{task:12s} read-node last layer {on:6.1f} s, full {off:6.1f} s (best of {args.repeats}): "
-              f"{100 * (1 - on / off):+.1f}% time saved; max |difference| {np.abs(a - b).max():.1e}")
+        print(
+            f"{task:12s} read-node last layer {on:6.1f} s, full {off:6.1f} s (best of {args.repeats}): "
+            f"{100 * (1 - on / off):+.1f}% time saved; max |difference| {np.abs(a - b).max():.1e}"
+        )
     return 0
 
 

@@ -27,8 +27,14 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=24)
     args = ap.parse_args()
     base = SweepConfig.from_yaml(args.preset)
-    base = dataclasses.replace(base, n_eval=args.n_eval, r_steps=args.r_steps, n_questions_per_subject=0,
-                               n_diagnostics=0, max_new_tokens=args.max_new_tokens)
+    base = dataclasses.replace(
+        base,
+        n_eval=args.n_eval,
+        r_steps=args.r_steps,
+        n_questions_per_subject=0,
+        n_diagnostics=0,
+        max_new_tokens=args.max_new_tokens,
+    )
     curves = {}
     with tempfile.TemporaryDirectory() as cache:
         for mode in ("logit", "generate"):

@@ -97,8 +97,10 @@ def naive_helpfulness(loaded, questions, vector, layers, grid, items) -> tuple[d
 def naive_token_count(loaded, behavior, questions, items_b, items_q) -> int:
     """Tokens the naive loop feeds per coefficient for the given items (for scaling its time)."""
     tok = loaded.tokenizer
-    n = sum(len(tok(prompts.render_chat(tok, behavior.eval_prompts[i].user), add_special_tokens=False)["input_ids"])
-            for i in items_b)
+    n = sum(
+        len(tok(prompts.render_chat(tok, behavior.eval_prompts[i].user), add_special_tokens=False)["input_ids"])
+        for i in items_b
+    )
     for i in items_q:
         q = questions[i]
         p = len(tok(prompts.mmlu_cloze_prompt(q.question, q.subject), add_special_tokens=False)["input_ids"])
@@ -114,9 +116,15 @@ def engine_values(items_df, task: str, metric: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default=str(ROOT / "presets" / "harmless-smollm2.yaml"))
-    ap.add_argument("--quick", action="store_true", help="smoke run: 5 coefficients, 8 prompts, 4 questions per subject")
-    ap.add_argument("--naive-fraction", type=float, default=0.1,
-                    help="share of the items the naive loop runs (all coefficients); its time is scaled up")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke run: 5 coefficients, 8 prompts, 4 questions per subject"
+    )
+    ap.add_argument(
+        "--naive-fraction",
+        type=float,
+        default=0.1,
+        help="share of the items the naive loop runs (all coefficients); its time is scaled up",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both runs (default: torch's)")
     args = ap.parse_args()
     if not 0 < args.naive_fraction <= 1:
@@ -130,16 +138,20 @@ def main() -> int:
     if args.quick:
         config = dataclasses.replace(config, r_steps=5, n_eval=8, n_pairs=16, n_questions_per_subject=4)
     grid = config.r_grid()
-    print(f"preset {Path(args.preset).name}{' (--quick)' if args.quick else ''}: model {config.model}, "
-          f"dtype {config.dtype}, layers {config.layers}, {len(grid)} coefficients in [{config.r_min}, {config.r_max}], "
-          f"{config.n_eval} behaviour prompts, {config.n_questions_per_subject} x {len(config.helpfulness_subjects)} "
-          f"questions ({config.helpfulness_format})")
+    print(
+        f"preset {Path(args.preset).name}{' (--quick)' if args.quick else ''}: model {config.model}, "
+        f"dtype {config.dtype}, layers {config.layers}, {len(grid)} coefficients in [{config.r_min}, {config.r_max}], "
+        f"{config.n_eval} behaviour prompts, {config.n_questions_per_subject} x {len(config.helpfulness_subjects)} "
+        f"questions ({config.helpfulness_format})"
+    )
     print(f"torch threads {torch.get_num_threads()}, load average at start {load_average()}")
 
     t = time.perf_counter()
     loaded = load_model(config.model, device=config.device, dtype=config.dtype)
-    print(f"model load: {time.perf_counter() - t:.1f} s ({loaded.dtype}, {loaded.device}); "
-          f"the engine below reuses this instance")
+    print(
+        f"model load: {time.perf_counter() - t:.1f} s ({loaded.dtype}, {loaded.device}); "
+        f"the engine below reuses this instance"
+    )
 
     with tempfile.TemporaryDirectory(prefix="mrepe-bench-cache-") as cache_dir:
         # (a) Engine, cold: the temporary cache is empty, so this computes everything (and saves).
@@ -149,8 +161,10 @@ def main() -> int:
         assert not result.from_cache
         tm = result.summary["timings"]
         engine_eval = tm["behavior_s"] + tm["helpfulness_s"]
-        print(f"engine: {engine_total:.1f} s total (extract {tm['extract_s']:.1f} s, behaviour {tm['behavior_s']:.1f} s, "
-              f"helpfulness {tm['helpfulness_s']:.1f} s); load average {load_average()}")
+        print(
+            f"engine: {engine_total:.1f} s total (extract {tm['extract_s']:.1f} s, behaviour {tm['behavior_s']:.1f} s, "
+            f"helpfulness {tm['helpfulness_s']:.1f} s); load average {load_average()}"
+        )
 
         # (d) The same sweep again: must come from the cache.
         t = time.perf_counter()
@@ -163,7 +177,9 @@ def main() -> int:
 
     # (b) Naive loop with the engine's vector, on every k-th item and all coefficients.
     behavior = datasets.load_behavior(config.behavior, loaded.tokenizer, config.n_pairs, config.n_eval, config.seed)
-    questions = datasets.load_mmlu(config.helpfulness_subjects, config.mmlu_split, config.n_questions_per_subject, config.seed)
+    questions = datasets.load_mmlu(
+        config.helpfulness_subjects, config.mmlu_split, config.n_questions_per_subject, config.seed
+    )
     layers = resolve_layers(config.layers, loaded.n_layers)
     items_b = subset(len(behavior.eval_prompts), args.naive_fraction)
     items_q = subset(len(questions), args.naive_fraction)
@@ -171,15 +187,18 @@ def main() -> int:
     naive_b, tok_b = naive_behavior(loaded, behavior, result.vector, layers, grid, items_b)
     naive_q, tok_q = naive_helpfulness(loaded, questions, result.vector, layers, grid, items_q)
     naive_s = time.perf_counter() - t
-    full_tokens = naive_token_count(loaded, behavior, questions, range(len(behavior.eval_prompts)),
-                                    range(len(questions))) * len(grid)
+    full_tokens = naive_token_count(
+        loaded, behavior, questions, range(len(behavior.eval_prompts)), range(len(questions))
+    ) * len(grid)
     ran_tokens = tok_b + tok_q
     scale = full_tokens / ran_tokens
     naive_full = naive_s * scale
-    print(f"naive: {naive_s:.1f} s on {len(items_b)}/{len(behavior.eval_prompts)} prompts and "
-          f"{len(items_q)}/{len(questions)} questions x {len(grid)} coefficients ({ran_tokens} tokens); "
-          f"scaled by tokens x{scale:.2f} to the full work ({full_tokens} tokens): {naive_full:.1f} s"
-          f"{'' if scale == 1 else ' (estimate)'}; load average {load_average()}")
+    print(
+        f"naive: {naive_s:.1f} s on {len(items_b)}/{len(behavior.eval_prompts)} prompts and "
+        f"{len(items_q)}/{len(questions)} questions x {len(grid)} coefficients ({ran_tokens} tokens); "
+        f"scaled by tokens x{scale:.2f} to the full work ({full_tokens} tokens): {naive_full:.1f} s"
+        f"{'' if scale == 1 else ' (estimate)'}; load average {load_average()}"
+    )
 
     # (c) Same numbers on the same items and coefficients.
     eng_b = engine_values(result.items, "behavior", "behavior_expectation")
@@ -187,12 +206,16 @@ def main() -> int:
     diff_b = max(abs(eng_b[(i, round(r, 6))] - v) for (i, r), v in naive_b.items())
     diff_q = max(abs(eng_q[(i, round(r, 6))] - v) for (i, r), v in naive_q.items())
     ok = diff_b < TOLERANCE and diff_q < TOLERANCE
-    print(f"max |engine - naive|: B {diff_b:.2e} over {len(naive_b)} values, P(correct) {diff_q:.2e} over "
-          f"{len(naive_q)} values -> {'OK' if ok else 'MISMATCH'} (tolerance {TOLERANCE})")
+    print(
+        f"max |engine - naive|: B {diff_b:.2e} over {len(naive_b)} values, P(correct) {diff_q:.2e} over "
+        f"{len(naive_q)} values -> {'OK' if ok else 'MISMATCH'} (tolerance {TOLERANCE})"
+    )
     print(f"peak RSS: {peak_rss_mb():.0f} MB; load average at end {load_average()}")
-    print(f"engine evaluation {engine_eval:.1f} s vs naive {naive_full:.1f} s"
-          f"{' (scaled)' if scale != 1 else ''}; end to end incl. extraction: engine {engine_total:.1f} s vs "
-          f"naive {naive_full + tm['extract_s']:.1f} s -> {(naive_full + tm['extract_s']) / engine_total:.2f}x")
+    print(
+        f"engine evaluation {engine_eval:.1f} s vs naive {naive_full:.1f} s"
+        f"{' (scaled)' if scale != 1 else ''}; end to end incl. extraction: engine {engine_total:.1f} s vs "
+        f"naive {naive_full + tm['extract_s']:.1f} s -> {(naive_full + tm['extract_s']) / engine_total:.2f}x"
+    )
     if not ok:
         return 1
     print(f"speedup: {naive_full / engine_eval:.2f}x")

@@ -32,12 +32,14 @@ from mrepe_core.projection import (  # noqa: E402
     fit_umap,
     knn,
     project_frames,
-    warm_umap_in_background,
     umap_warmup_error,
+    warm_umap_in_background,
 )
 
 
-def mixture_of_gaussians(n_points: int, n_dims: int, n_clusters: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def mixture_of_gaussians(
+    n_points: int, n_dims: int, n_clusters: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Clustered points shaped like hidden states: cluster centres well apart, unit noise."""
     generator = np.random.default_rng(seed)
     centres = generator.normal(scale=3.0, size=(n_clusters, n_dims)).astype(np.float32)
@@ -83,15 +85,21 @@ def bench_device(points: np.ndarray, centres: np.ndarray, device: torch.device, 
         for stage in stages:
             stages[stage].append(fitted.timings[stage])
         stage_text = ", ".join(f"{stage} {fitted.timings[stage]:.3f}" for stage in stages)
-        print(f"fit_umap run {repeat + 1}: {seconds:.3f} s wall, {cpu_seconds:.3f} s CPU of this process "
-              f"({stage_text}; backend {fitted.backend}, random_state=0)")
+        print(
+            f"fit_umap run {repeat + 1}: {seconds:.3f} s wall, {cpu_seconds:.3f} s CPU of this process "
+            f"({stage_text}; backend {fitted.backend}, random_state=0)"
+        )
     median_total = statistics.median(totals)
-    print("fit_umap median stages: " + ", ".join(f"{stage} {statistics.median(values):.3f} s" for stage, values in stages.items()))
+    print(
+        "fit_umap median stages: "
+        + ", ".join(f"{stage} {statistics.median(values):.3f} s" for stage, values in stages.items())
+    )
     if backend == "umap-learn":
         # random_state=None lets umap-learn's numba layout use every core, at the price of a
         # map that changes from run to run; shown for comparison, not used for the headline.
-        seconds, unseeded = timed(fit_umap, tensor, n_neighbors=15, n_pca=50, n_epochs=50, device=device,
-                                  backend=backend, random_state=None)
+        seconds, unseeded = timed(
+            fit_umap, tensor, n_neighbors=15, n_pca=50, n_epochs=50, device=device, backend=backend, random_state=None
+        )
         print(f"fit_umap unseeded (parallel layout): {seconds:.3f} s (optimise {unseeded.timings['optimise']:.3f})")
 
     # Placing steered points: 200 base points pushed along one direction on a 21-value grid.
@@ -117,8 +125,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    print(f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"torch threads {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()}")
+    print(
+        f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "
+        f"torch threads {torch.get_num_threads()}, cuda available: {torch.cuda.is_available()}"
+    )
     if hasattr(os, "getloadavg"):
         print("load average at start (1, 5, 15 min): " + ", ".join(f"{value:.2f}" for value in os.getloadavg()))
 

@@ -13,9 +13,23 @@ def _config(args):
     from .config import SweepConfig
 
     config = SweepConfig.from_yaml(args.preset) if args.preset else SweepConfig()
-    overrides = {k: getattr(args, k) for k in ("model", "behavior", "method", "layers", "r_min", "r_max",
-                                               "r_steps", "n_eval", "dtype", "device", "seed")
-                 if getattr(args, k, None) is not None}
+    overrides = {
+        k: getattr(args, k)
+        for k in (
+            "model",
+            "behavior",
+            "method",
+            "layers",
+            "r_min",
+            "r_max",
+            "r_steps",
+            "n_eval",
+            "dtype",
+            "device",
+            "seed",
+        )
+        if getattr(args, k, None) is not None
+    }
     if overrides:
         config = SweepConfig.from_dict({**config.to_dict(), **overrides})
     return config
@@ -64,8 +78,9 @@ def cmd_sweep(args) -> int:
         bar.n = done
         bar.refresh()
 
-    result = run_sweep(config, progress=progress, use_cache=not args.no_cache,
-                       cache_dir=args.cache_dir, partial_every=0)  # the bar only counts rows
+    result = run_sweep(
+        config, progress=progress, use_cache=not args.no_cache, cache_dir=args.cache_dir, partial_every=0
+    )  # the bar only counts rows
     bar.close()
     out = result.save(args.out)
     _report(out, result.summary, time.perf_counter() - t0 if result.from_cache else None)
@@ -75,13 +90,17 @@ def cmd_sweep(args) -> int:
 def _report(out: Path, s: dict, served_s: float | None) -> None:
     """Print what was written and the fits; ``served_s`` is set when the result came from the cache."""
     a, h = s.get("alignment_fit") or {}, s.get("helpfulness_fit") or {}
-    print(f"wrote {out}/results.csv, items.csv, summary.json, vector.safetensors"
-          f"{' (from cache)' if served_s is not None else ''}")
+    print(
+        f"wrote {out}/results.csv, items.csv, summary.json, vector.safetensors"
+        f"{' (from cache)' if served_s is not None else ''}"
+    )
     if a:
         print(f"alignment fit: delta_lambda={a['delta_lambda']:.3f} B0={a['b0']:.3f} R2={a['r2']:.3f}")
     if h:
-        print(f"helpfulness fit: P0={h['p0']:.3f} alpha={h['alpha']:.3f} "
-              f"lambda_sigma_beta={h['lambda_sigma_beta']:.3f} R2={h['r2']:.3f}")
+        print(
+            f"helpfulness fit: P0={h['p0']:.3f} alpha={h['alpha']:.3f} "
+            f"lambda_sigma_beta={h['lambda_sigma_beta']:.3f} R2={h['r2']:.3f}"
+        )
     for note in s.get("notes", []):
         print(f"note: {note}")
     computed = s.get("timings", {}).get("total_s")
@@ -106,8 +125,9 @@ def cmd_extract(args) -> int:
         behavior = None
     loaded, behavior, _ = prepare(config, behavior=behavior)
     layers = resolve_layers(config.layers, loaded.n_layers)
-    vec = extract_vector(loaded, behavior.pairs, config.method, layers, behavior=behavior.name,
-                         template=behavior.template)
+    vec = extract_vector(
+        loaded, behavior.pairs, config.method, layers, behavior=behavior.name, template=behavior.template
+    )
     t, m = vec.save(args.out)
     print(f"wrote {t} and {m} ({vec.n_layers} layers x {vec.hidden_size}, default layers {layers})")
     return 0
@@ -119,8 +139,11 @@ def cmd_export(args) -> int:
 
     res = SweepResult.load(args.results)
     if args.format == "json":
-        doc = {"config": res.config.to_dict(), "summary": res.summary,
-               "results": res.aggregates.to_dict(orient="records")}
+        doc = {
+            "config": res.config.to_dict(),
+            "summary": res.summary,
+            "results": res.aggregates.to_dict(orient="records"),
+        }
         Path(args.out).write_text(json.dumps(doc, indent=2, default=str))
     else:
         res.aggregates.to_csv(args.out, index=False)

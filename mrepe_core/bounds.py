@@ -125,8 +125,13 @@ class AlignmentFit:
         return alignment_bound(r_e, self.delta_lambda, self.b0)
 
     def to_dict(self) -> dict:
-        return {"delta_lambda": _json_float(self.delta_lambda), "b0": _json_float(self.b0),
-                "r2": _json_float(self.r2), "n_points": int(self.n_points), "notes": list(self.notes)}
+        return {
+            "delta_lambda": _json_float(self.delta_lambda),
+            "b0": _json_float(self.b0),
+            "r2": _json_float(self.r2),
+            "n_points": int(self.n_points),
+            "notes": list(self.notes),
+        }
 
 
 @dataclass(frozen=True)
@@ -146,9 +151,15 @@ class HelpfulnessFit:
         return _lorentzian_with_floor(r_e, h0, kappa, 0.0 if self.floor is None else self.floor)
 
     def to_dict(self) -> dict:
-        return {"p0": _json_float(self.p0), "alpha": _json_float(self.alpha),
-                "lambda_sigma_beta": _json_float(self.lambda_sigma_beta), "floor": _json_float(self.floor),
-                "r2": _json_float(self.r2), "n_points": int(self.n_points), "notes": list(self.notes)}
+        return {
+            "p0": _json_float(self.p0),
+            "alpha": _json_float(self.alpha),
+            "lambda_sigma_beta": _json_float(self.lambda_sigma_beta),
+            "floor": _json_float(self.floor),
+            "r2": _json_float(self.r2),
+            "n_points": int(self.n_points),
+            "notes": list(self.notes),
+        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,8 +193,10 @@ def _clean_xy(r_e, y, weights, what: str, lo: float, hi: float):
         notes.append(f"{int((~ok).sum())} of {r.size} points dropped (NaN/inf value or non-positive weight).")
     r, v, w = r[ok], v[ok], w[ok]
     if np.unique(r).size < 3:
-        raise BoundFitError(f"Need at least 3 distinct r_e values with finite {what} to fit a bound, "
-                            f"got {np.unique(r).size}. Run a sweep with more coefficients.")
+        raise BoundFitError(
+            f"Need at least 3 distinct r_e values with finite {what} to fit a bound, "
+            f"got {np.unique(r).size}. Run a sweep with more coefficients."
+        )
     tol = 1e-6
     if v.min() < lo - tol or v.max() > hi + tol:
         raise BoundFitError(f"{what} must lie in [{lo:g}, {hi:g}]; got values in [{v.min():.4g}, {v.max():.4g}].")
@@ -226,8 +239,10 @@ def fit_alignment_bound(r_e, b, weights=None) -> AlignmentFit:
     n = int(r.size)
     i0 = int(np.argmin(np.abs(r)))
     if np.ptp(v) <= 1e-9:
-        notes.append(f"degenerate: measured B is constant ({v[0]:+.3f}) over r_e, so Δλ = 0 and R² is undefined; "
-                     "the vector does not move this behaviour on this grid (try larger coefficients or other layers).")
+        notes.append(
+            f"degenerate: measured B is constant ({v[0]:+.3f}) over r_e, so Δλ = 0 and R² is undefined; "
+            "the vector does not move this behaviour on this grid (try larger coefficients or other layers)."
+        )
         if np.all(np.abs(v) >= B0_CLIP):
             notes.append("every measured B is ±1 (saturated): the grid shows no transition to fit.")
         return AlignmentFit(0.0, float(v[0]), float("nan"), n, tuple(notes))
@@ -245,7 +260,13 @@ def fit_alignment_bound(r_e, b, weights=None) -> AlignmentFit:
     slope, intercept = np.polyfit(r, z, 1, w=sqrt_w)
     z0_guess = float(np.arctanh(np.clip(v[i0], -0.95, 0.95)))
     span = float(r.max() - r.min())
-    starts = [(slope, intercept), (slope, z0_guess), (-slope, z0_guess), (2.0 / span, z0_guess), (-2.0 / span, z0_guess)]
+    starts = [
+        (slope, intercept),
+        (slope, z0_guess),
+        (-slope, z0_guess),
+        (2.0 / span, z0_guess),
+        (-2.0 / span, z0_guess),
+    ]
     dl, z0 = _least_squares(residuals, starts, [-dl_max, -z_max], [dl_max, z_max])
     fit_b0 = float(np.tanh(z0))
     r2 = r_squared(v, np.tanh(dl * r + z0))
@@ -255,14 +276,17 @@ def fit_alignment_bound(r_e, b, weights=None) -> AlignmentFit:
     # tanh(3) ≈ 0.995: past this the whole transition fits inside one grid step, so the data only
     # bound |Δλ| from below and the optimiser stops anywhere beyond that.
     if abs(dl) * spacing > 3.0:
-        notes.append(f"step-like B: the fitted transition (|Δλ| = {abs(dl):.3g}) is narrower than one grid step "
-                     f"({spacing:.3g}), so Δλ is only a lower bound; refine the grid near the switch "
-                     "to resolve the slope.")
+        notes.append(
+            f"step-like B: the fitted transition (|Δλ| = {abs(dl):.3g}) is narrower than one grid step "
+            f"({spacing:.3g}), so Δλ is only a lower bound; refine the grid near the switch "
+            "to resolve the slope."
+        )
     if abs(z0) >= 0.99 * z_max:
         notes.append("B0 reached ±1: the unsteered behaviour is saturated, so artanh(B0) is poorly determined.")
     if not math.isfinite(r2) or r2 < POOR_FIT_R2:
-        notes.append(f"poor fit: R² = {r2:.3f} < {POOR_FIT_R2}; "
-                     "the tanh form of Theorem 1 does not describe these points well.")
+        notes.append(
+            f"poor fit: R² = {r2:.3f} < {POOR_FIT_R2}; the tanh form of Theorem 1 does not describe these points well."
+        )
     notes.extend(_monotonicity_notes(r, v, np.sign(dl) or np.sign(v[-1] - v[0])))
     return AlignmentFit(float(dl), fit_b0, float(r2), n, tuple(notes))
 
@@ -280,8 +304,10 @@ def _monotonicity_notes(r: np.ndarray, v: np.ndarray, trend: float) -> list[str]
         return []
     i = int(np.argmax(s[: j + 1]))
     word = "increasing" if trend > 0 else "decreasing"
-    return [f"non-monotone B: overall {word} with r_e, but B moves back by {drawdown[j]:.3f} between "
-            f"r_e = {r[i]:.3g} and r_e = {r[j]:.3g}; Theorem 1 predicts a monotone curve."]
+    return [
+        f"non-monotone B: overall {word} with r_e, but B moves back by {drawdown[j]:.3f} between "
+        f"r_e = {r[i]:.3g} and r_e = {r[j]:.3g}; Theorem 1 predicts a monotone curve."
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,8 +333,10 @@ def fit_helpfulness_bound(r_e, p, n_choices: int | None = 4, weights=None, alpha
     h_lo, h_hi = 1e-6, 1.0 - 1e-6
 
     if np.ptp(v) <= 1e-9:
-        notes.append(f"degenerate: measured helpfulness is constant ({v[0]:.3f}) over r_e, so no decay is measured "
-                     "(λσβ = 0) and R² is undefined.")
+        notes.append(
+            f"degenerate: measured helpfulness is constant ({v[0]:.3f}) over r_e, so no decay is measured "
+            "(λσβ = 0) and R² is undefined."
+        )
         h0, kappa = float(np.clip(v[0], h_lo, h_hi)), 0.0
         r2 = float("nan")
     else:
@@ -325,16 +353,21 @@ def fit_helpfulness_bound(r_e, p, n_choices: int | None = 4, weights=None, alpha
         kappa = float(q * q)
         r2 = r_squared(v, _lorentzian_with_floor(r, h0, kappa, f))
         if q >= 0.99 * q_max:
-            notes.append("curvature reached the fit limit: helpfulness collapses between neighbouring r_e values; "
-                         "refine the grid near r_e = 0.")
+            notes.append(
+                "curvature reached the fit limit: helpfulness collapses between neighbouring r_e values; "
+                "refine the grid near r_e = 0."
+            )
         if not math.isfinite(r2) or r2 < POOR_FIT_R2:
-            notes.append(f"poor fit: R² = {r2:.3f} < {POOR_FIT_R2}; "
-                         "the Theorem 2 shape does not describe these points well.")
+            notes.append(
+                f"poor fit: R² = {r2:.3f} < {POOR_FIT_R2}; the Theorem 2 shape does not describe these points well."
+            )
         notes.extend(_peak_notes(r, v))
 
     if floor is not None and h0 <= floor + 1e-9:
-        notes.append(f"unsteered helpfulness ({h0:.3f}) is at or below chance 1/N = {floor:.3f}: "
-                     "there is no helpfulness above chance for steering to lose.")
+        notes.append(
+            f"unsteered helpfulness ({h0:.3f}) is at or below chance 1/N = {floor:.3f}: "
+            "there is no helpfulness above chance for steering to lose."
+        )
     # Map (h0, κ) back to the paper's parameters for the fixed α.
     p0 = alpha * h0 / (1.0 - h0 + alpha * h0)
     p0 = float(min(p0, h_hi))
@@ -359,18 +392,22 @@ def _peak_notes(r: np.ndarray, v: np.ndarray) -> list[str]:
     span = float(r.max() - r.min())
     far = max(2.0 * _median_spacing(r), 0.1 * span)
     if abs(r[i_peak] - r[i0]) > far and v[i_peak] - v[i0] > 0.1 * ptp:
-        notes.append(f"asymmetric peak: measured helpfulness peaks at r_e = {r[i_peak]:.3g} "
-                     f"({v[i_peak]:.3f} vs {v[i0]:.3f} at r_e = {r[i0]:.3g}); Theorem 2 puts the peak at r_e = 0, "
-                     "so the fitted curve is centred there.")
+        notes.append(
+            f"asymmetric peak: measured helpfulness peaks at r_e = {r[i_peak]:.3g} "
+            f"({v[i_peak]:.3f} vs {v[i0]:.3f} at r_e = {r[i0]:.3g}); Theorem 2 puts the peak at r_e = 0, "
+            "so the fitted curve is centred there."
+        )
     reach = min(float(r.max()), float(-r.min()))
     if reach > 0 and np.sum(r > 0) >= 2 and np.sum(r < 0) >= 2 and r.min() <= 0 <= r.max():
         at0 = float(np.interp(0.0, r, v))
         drop_pos = at0 - float(np.interp(reach, r, v))
         drop_neg = at0 - float(np.interp(-reach, r, v))
         if abs(drop_pos - drop_neg) > 0.25 * ptp and max(drop_pos, drop_neg) > 0:
-            notes.append(f"asymmetric decay: helpfulness drops by {drop_pos:.3f} at r_e = +{reach:.3g} but by "
-                         f"{drop_neg:.3f} at r_e = -{reach:.3g}; the symmetric Theorem 2 fit averages the two sides "
-                         f"(empirical peak at r_e = {r[i_peak]:.3g}).")
+            notes.append(
+                f"asymmetric decay: helpfulness drops by {drop_pos:.3f} at r_e = +{reach:.3g} but by "
+                f"{drop_neg:.3f} at r_e = -{reach:.3g}; the symmetric Theorem 2 fit averages the two sides "
+                f"(empirical peak at r_e = {r[i_peak]:.3g})."
+            )
     return notes
 
 
@@ -492,7 +529,9 @@ def efficient_regime(
         side = direction * grid > 0
         side_r = grid[side]
         if side_r.size == 0:
-            notes.append(f"B increases towards {'positive' if direction > 0 else 'negative'} r_e, which r_range excludes.")
+            notes.append(
+                f"B increases towards {'positive' if direction > 0 else 'negative'} r_e, which r_range excludes."
+            )
         else:
             order = np.argsort(np.abs(side_r))
             side_r = side_r[order]
@@ -505,14 +544,26 @@ def efficient_regime(
             k = int(failing[0]) if failing.size else side_r.size
             end = float(side_r[k - 1]) if k > 0 else 0.0
             if k == 0:
-                notes.append(f"{gain} gain falls below the threshold {threshold:g} at the first grid step: "
-                             "no efficient regime.")
+                notes.append(
+                    f"{gain} gain falls below the threshold {threshold:g} at the first grid step: no efficient regime."
+                )
             elif k == side_r.size:
-                notes.append(f"{gain} gain stays above the threshold up to the end of r_range; "
-                             "the regime may extend further.")
+                notes.append(
+                    f"{gain} gain stays above the threshold up to the end of r_range; the regime may extend further."
+                )
             back = np.argsort(side_r)
             side_r, ratio = side_r[back], ratio[back]
     r_min, r_max = (0.0, end) if direction >= 0 else (end, 0.0)
-    return EfficientRegime(r_min=r_min, r_max=r_max, best_r_e=best, threshold=threshold, weight_alignment=w_a,
-                           weight_helpfulness=w_h, ratio_grid=[float(x) for x in ratio],
-                           r_grid=[float(x) for x in side_r], direction=direction, gain=gain, notes=tuple(notes))
+    return EfficientRegime(
+        r_min=r_min,
+        r_max=r_max,
+        best_r_e=best,
+        threshold=threshold,
+        weight_alignment=w_a,
+        weight_helpfulness=w_h,
+        ratio_grid=[float(x) for x in ratio],
+        r_grid=[float(x) for x in side_r],
+        direction=direction,
+        gain=gain,
+        notes=tuple(notes),
+    )

@@ -27,21 +27,25 @@ they live in a different space from the language model's hidden states.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from . import prompts, runner
+from . import hooks, prompts, runner
 from .models import LoadedModel, decoder_layers, resolve_layers
 from .projection import PCAMap, UMAPMap, fit_pca, fit_umap, project_frames
 from .steering import steer
 from .vectors import SteeringVector, extract_vector, hidden_states
 
 SETS = ("contrast", "eval", "helpfulness", "user")
-SET_TITLES = {"contrast": "contrast examples", "eval": "held-out behaviour prompts",
-              "helpfulness": "helpfulness questions", "user": "your inputs"}
+SET_TITLES = {
+    "contrast": "contrast examples",
+    "eval": "held-out behaviour prompts",
+    "helpfulness": "helpfulness questions",
+    "user": "your inputs",
+}
 POSITIVE, NEGATIVE, NO_SIDE = "positive", "negative", ""
 METHODS = ("pca", "umap")
 DEFAULT_PER_SET = 24
@@ -225,8 +229,12 @@ def collect_map_inputs(
         for item in list(behavior.eval_prompts)[:n]:
             add(prompts.render_chat(loaded.tokenizer, item.user), "eval", NO_SIDE, _short(item.user))
     for question in _round_robin_by_subject(list(questions), n):
-        add(question_text(question, question_format), "helpfulness", NO_SIDE,
-            f"[{question.subject}] {_short(question.question)}")
+        add(
+            question_text(question, question_format),
+            "helpfulness",
+            NO_SIDE,
+            f"[{question.subject}] {_short(question.question)}",
+        )
     for text in users:
         add(prompts.render_chat(loaded.tokenizer, text), "user", NO_SIDE, _short(text))
     if not texts:
@@ -248,8 +256,9 @@ def builtin_encoder_items(kind: str) -> list:
     raise MapInputError(f"Encoder maps exist for 'clip' and 'clap'; got {kind!r}.")
 
 
-def collect_encoder_inputs(encoder, items: Sequence, user_texts: str | Sequence[str] | None = None,
-                           user_items: Sequence = ()) -> MapInputs:
+def collect_encoder_inputs(
+    encoder, items: Sequence, user_texts: str | Sequence[str] | None = None, user_items: Sequence = ()
+) -> MapInputs:
     """Joint-space embeddings of media items (``multimodal.concepts.MediaItem``), the user's own
     uploads (``user_items``) and texts, for a map of the encoder's space.
 
@@ -283,8 +292,14 @@ def collect_encoder_inputs(encoder, items: Sequence, user_texts: str | Sequence[
             sides.append("text")
             hover.append(_short(text))
     states = torch.cat(blocks).float().unsqueeze(1)
-    return MapInputs(states=states, texts=texts, sets=sets, sides=sides, hover=hover,
-                     space=f"{getattr(encoder, 'kind', 'encoder').upper()} joint embedding")
+    return MapInputs(
+        states=states,
+        texts=texts,
+        sets=sets,
+        sides=sides,
+        hover=hover,
+        space=f"{getattr(encoder, 'kind', 'encoder').upper()} joint embedding",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,15 +307,25 @@ def collect_encoder_inputs(encoder, items: Sequence, user_texts: str | Sequence[
 # ---------------------------------------------------------------------------------------------
 
 
-def vector_for_model(loaded: LoadedModel, behavior, layers, stored: SteeringVector | None = None,
-                     method: str = "pca", n_pairs: int | None = None) -> tuple[SteeringVector, str]:
+def vector_for_model(
+    loaded: LoadedModel,
+    behavior,
+    layers,
+    stored: SteeringVector | None = None,
+    method: str = "pca",
+    n_pairs: int | None = None,
+) -> tuple[SteeringVector, str]:
     """The stored vector when it was extracted from this very model, else one extracted now.
 
     Returns the vector and a sentence saying which it is (for the dashboard's status line).
     """
     chosen = resolve_layers(layers, loaded.n_layers)
-    if stored is not None and stored.metadata.get("model_fingerprint") == loaded.fingerprint \
-            and stored.n_layers == loaded.n_layers and stored.hidden_size == loaded.hidden_size:
+    if (
+        stored is not None
+        and stored.metadata.get("model_fingerprint") == loaded.fingerprint
+        and stored.n_layers == loaded.n_layers
+        and stored.hidden_size == loaded.hidden_size
+    ):
         vector = SteeringVector(stored.directions, chosen, dict(stored.metadata))
         return vector, f"the sweep's stored {stored.metadata.get('method', '')} vector".replace("  ", " ")
     if behavior is None or not behavior.pairs:
@@ -313,10 +338,6 @@ def vector_for_model(loaded: LoadedModel, behavior, layers, stored: SteeringVect
 # ---------------------------------------------------------------------------------------------
 # Steered states, measured
 # ---------------------------------------------------------------------------------------------
-
-
-class _Captured(Exception):
-    """Raised by the read hook to skip the layers above the one being read."""
 
 
 def steering_effect(layer: int, steer_layers: Sequence[int], n_layers: int) -> str:
@@ -361,31 +382,18 @@ def steered_states(
     block = decoder_layers(loaded.model)[read]
     rows = [(i, r) for r in grid for i in range(len(texts))]
     out = {r: np.zeros((len(texts), loaded.hidden_size), dtype=np.float32) for r in grid}
-    captured: list[torch.Tensor] = []
-
-    def read_hook(module, args, output):
-        hidden = output[0] if isinstance(output, tuple) else output
-        captured.append(hidden[:, -1, :].float().cpu())
-        raise _Captured
-
     for done, start in enumerate(range(0, len(rows), batch_size), start=1):
-        batch = rows[start:start + batch_size]
+        batch = rows[start : start + batch_size]
         enc = runner.encode_left_padded(loaded, [texts[i] for i, _ in batch])
         coeff = torch.tensor([r for _, r in batch], dtype=torch.float32)
-        captured.clear()
         with steer(loaded.model, vector, layers, coeff):
             if read == loaded.n_layers - 1:
                 hidden = loaded.model.base_model(**enc, use_cache=False).last_hidden_state
-                captured.append(hidden[:, -1, :].float().cpu())
+                captured = [hidden[:, -1, :].float().cpu()]
             else:
-                # Registered inside steer (which prepends its hooks), so it reads the steered output.
-                handle = block.register_forward_hook(read_hook)
-                try:
+                # Entered inside steer (which prepends its hooks), so it reads the steered output.
+                with hooks.read_and_stop(block, lambda h: h[:, -1, :].float().cpu()) as captured:
                     loaded.model(**enc, use_cache=False, logits_to_keep=1)
-                except _Captured:
-                    pass
-                finally:
-                    handle.remove()
         if len(captured) != 1:
             raise RuntimeError(f"Expected one read of layer {read}, got {len(captured)}.")
         for k, (i, r) in enumerate(batch):
@@ -423,7 +431,7 @@ def frame_grid(sweep_grid: Sequence[float], max_frames: int = MAX_MEASURED_FRAME
     zero = grid.index(0.0) if 0.0 in grid else None
     through_zero = [k for k in dividing if zero is not None and zero % k == 0]
     if through_zero or dividing:
-        return grid[::(through_zero or dividing)[0]]
+        return grid[:: (through_zero or dividing)[0]]
     return grid[::smallest] + [grid[-1]]
 
 
@@ -447,8 +455,13 @@ class ConceptMap:
         return self.fitted.transform(states)
 
 
-def build_map(states_at_layer: np.ndarray | torch.Tensor, method: str = "pca", layer: int = -1,
-              random_state: int | None = 0, n_neighbors: int = 15) -> ConceptMap:
+def build_map(
+    states_at_layer: np.ndarray | torch.Tensor,
+    method: str = "pca",
+    layer: int = -1,
+    random_state: int | None = 0,
+    n_neighbors: int = 15,
+) -> ConceptMap:
     """Fit a 2-D PCA (exact, instant) or UMAP (``projection.fit_umap``) of ``[n, d]`` states."""
     if method not in METHODS:
         raise MapInputError(f"Projection must be one of {', '.join(METHODS)}; got {method!r}.")
@@ -491,20 +504,33 @@ class Frames:
         return min(values, key=lambda r: (abs(r - float(r_e)), r))
 
 
-def translation_frames(concept_map: ConceptMap, base_states: np.ndarray, direction: np.ndarray | torch.Tensor,
-                       r_grid: Sequence[float]) -> dict[float, np.ndarray]:
+def translation_frames(
+    concept_map: ConceptMap,
+    base_states: np.ndarray,
+    direction: np.ndarray | torch.Tensor,
+    r_grid: Sequence[float],
+    fitted_positions: np.ndarray | None = None,
+) -> dict[float, np.ndarray]:
     """Positions of ``x + r·v`` for every ``r``: on a PCA map ``transform(x) + r·P·v``, exactly.
 
     This is the true steered state only at the first steered layer (and before it, with ``v = 0``).
     At later layers the real state differs (the layers in between act on the steered stream):
     use :func:`steered_states` and :func:`measured_frames` for those.
     """
-    return project_frames(concept_map.fitted, base_points=base_states, directions=direction, r_grid=_grid(r_grid))
+    return project_frames(
+        concept_map.fitted,
+        base_points=base_states,
+        directions=direction,
+        r_grid=_grid(r_grid),
+        fitted_positions=fitted_positions,
+    )
 
 
-def measured_frames(concept_map: ConceptMap, steered: Mapping[float, np.ndarray]) -> dict[float, np.ndarray]:
-    """Positions of measured steered states ``{r: [m, d]}`` (all placed in one call)."""
-    return project_frames(concept_map.fitted, steered=dict(steered))
+def measured_frames(
+    concept_map: ConceptMap, steered: Mapping[float, np.ndarray], fitted_positions: np.ndarray | None = None
+) -> dict[float, np.ndarray]:
+    """Positions of measured steered states ``{r: [m, d]}`` (all moved ones placed in one call)."""
+    return project_frames(concept_map.fitted, steered=dict(steered), fitted_positions=fitted_positions)
 
 
 def frames_on_grid(
@@ -534,29 +560,39 @@ def frames_on_grid(
     base = inputs.at_layer(layer)[index]
     grid = _grid(r_grid)
     first = min(chosen)
+    # The steered points are points of the map: unsteered (r = 0, or a layer steering does not
+    # reach) they sit exactly where the map was fitted.
+    fitted = concept_map.points_2d[index]
     if effect == UNCHANGED:
-        placed = concept_map.place(base)
-        positions = {r: placed for r in grid}
-        note = (f"Layer {layer} comes before the first steered layer ({first}): steering does not reach it, "
-                f"so the steered points stay where they are. Pick a layer from {first} on to see them move.")
+        positions = {r: fitted.copy() for r in grid}
+        note = (
+            f"Layer {layer} comes before the first steered layer ({first}): steering does not reach it, "
+            f"so the steered points stay where they are. Pick a layer from {first} on to see them move."
+        )
         return Frames(positions, index, effect, False, note)
     if effect == EXACT:
-        positions = translation_frames(concept_map, base, vector.directions[layer], grid)
-        note = (f"Layer {layer} is the first steered layer: a steered state is exactly x + r_e·v there, "
-                "so the points move along straight lines" + (" (exact on PCA)." if concept_map.method == "pca"
-                                                             else " (placed with UMAP's transform)."))
+        positions = translation_frames(concept_map, base, vector.directions[layer], grid, fitted)
+        note = (
+            f"Layer {layer} is the first steered layer: a steered state is exactly x + r_e·v there, "
+            "so the points move along straight lines"
+            + (" (exact on PCA)." if concept_map.method == "pca" else " (placed with UMAP's transform).")
+        )
         return Frames(positions, index, effect, False, note)
     if measure is None:
-        positions = translation_frames(concept_map, base, vector.directions[layer], grid)
-        note = (f"Approximation: layer {layer} comes after the first steered layer ({first}), where the real "
-                f"steered state is not x + r_e·v; the points show that translation only. Measure the steered "
-                "states for the true positions.")
+        positions = translation_frames(concept_map, base, vector.directions[layer], grid, fitted)
+        note = (
+            f"Approximation: layer {layer} comes after the first steered layer ({first}), where the real "
+            f"steered state is not x + r_e·v; the points show that translation only. Measure the steered "
+            "states for the true positions."
+        )
         return Frames(positions, index, effect, True, note)
     measured_grid = frame_grid(grid)
     steered = measure([inputs.texts[i] for i in index], measured_grid)
-    positions = measured_frames(concept_map, steered)
-    note = (f"Measured: steered states after layer {layer} from forward passes with steering on layers "
-            f"{layer_span(chosen)}, at {len(measured_grid)} coefficients.")
+    positions = measured_frames(concept_map, steered, fitted)
+    note = (
+        f"Measured: steered states after layer {layer} from forward passes with steering on layers "
+        f"{layer_span(chosen)}, at {len(measured_grid)} coefficients."
+    )
     return Frames(positions, index, effect, False, note)
 
 

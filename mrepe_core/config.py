@@ -62,12 +62,20 @@ class SweepConfig:
 
         need(self.method in ("pca", "mean_diff"), f"method must be pca or mean_diff, not {self.method!r}.")
         need(self.behavior_mode in BEHAVIOR_MODES, f"behavior_mode must be one of {BEHAVIOR_MODES}.")
-        need(self.helpfulness_format in HELPFULNESS_FORMATS, f"helpfulness_format must be one of {HELPFULNESS_FORMATS}.")
+        need(
+            self.helpfulness_format in HELPFULNESS_FORMATS, f"helpfulness_format must be one of {HELPFULNESS_FORMATS}."
+        )
         for name in ("r_min", "r_max"):
             v = getattr(self, name)
-            need(isinstance(v, (int, float)) and np.isfinite(v) and abs(v) <= 1e4, f"{name} must be a finite number with |{name}| <= 10000.")
+            need(
+                isinstance(v, (int, float)) and np.isfinite(v) and abs(v) <= 1e4,
+                f"{name} must be a finite number with |{name}| <= 10000.",
+            )
         need(self.r_max > self.r_min, "r_max must be larger than r_min.")
-        need(isinstance(self.r_steps, int) and 2 <= self.r_steps <= MAX_GRID, f"r_steps must be an integer in [2, {MAX_GRID}].")
+        need(
+            isinstance(self.r_steps, int) and 2 <= self.r_steps <= MAX_GRID,
+            f"r_steps must be an integer in [2, {MAX_GRID}].",
+        )
         need(2 <= self.n_pairs <= MAX_ITEMS, f"n_pairs must be in [2, {MAX_ITEMS}].")
         need(1 <= self.n_eval <= MAX_ITEMS, f"n_eval must be in [1, {MAX_ITEMS}].")
         need(0 <= self.n_questions_per_subject <= MAX_ITEMS, f"n_questions_per_subject must be in [0, {MAX_ITEMS}].")
@@ -86,13 +94,15 @@ class SweepConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SweepConfig":
+    def from_dict(cls, data: dict) -> SweepConfig:
         if not isinstance(data, dict):
             raise SweepConfigError("A preset must be a mapping of config fields.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known - {"results", "description"}
         if unknown:
-            raise SweepConfigError(f"Unknown config fields: {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}.")
+            raise SweepConfigError(
+                f"Unknown config fields: {', '.join(sorted(unknown))}. Known: {', '.join(sorted(known))}."
+            )
         kwargs = {k: v for k, v in data.items() if k in known}
         try:
             return cls(**kwargs)
@@ -100,7 +110,7 @@ class SweepConfig:
             raise SweepConfigError(str(exc)) from exc
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "SweepConfig":
+    def from_yaml(cls, path: str | Path) -> SweepConfig:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:

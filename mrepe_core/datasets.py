@@ -102,16 +102,24 @@ def load_behavior(name: str, tokenizer, n_pairs: int = 64, n_eval: int = 40, see
         if name == "harmless":
             # The unaligned model complies with everything, so contrasting requests says nothing
             # about refusing; contrast refusing vs complying answers to the same request (F.2).
-            pairs = [ContrastPair(prompts.render_chat(tokenizer, t, rng.choice(prompts.REFUSAL_STARTS)),
-                                  prompts.render_chat(tokenizer, t, rng.choice(prompts.COMPLIANCE_STARTS)))
-                     for t in train]
+            pairs = [
+                ContrastPair(
+                    prompts.render_chat(tokenizer, t, rng.choice(prompts.REFUSAL_STARTS)),
+                    prompts.render_chat(tokenizer, t, rng.choice(prompts.COMPLIANCE_STARTS)),
+                )
+                for t in train
+            ]
             aligned, misaligned, scorer = prompts.REFUSAL_STARTS, prompts.COMPLIANCE_STARTS, "refusal"
             template = "chat(user=INSTRUCTION, assistant=refusal start | compliance start)"
         else:
             harmless = _sample(_items("harmless_instructions.json"), n_pairs, seed)
-            pairs = [ContrastPair(prompts.REQUEST_TEMPLATE.format(instruction=prompts.lowercase_first(h)),
-                                  prompts.REQUEST_TEMPLATE.format(instruction=prompts.lowercase_first(s)))
-                     for h, s in zip(train, harmless)]
+            pairs = [
+                ContrastPair(
+                    prompts.REQUEST_TEMPLATE.format(instruction=prompts.lowercase_first(h)),
+                    prompts.REQUEST_TEMPLATE.format(instruction=prompts.lowercase_first(s)),
+                )
+                for h, s in zip(train, harmless)
+            ]
             aligned, misaligned, scorer = prompts.COMPLIANCE_STARTS, prompts.REFUSAL_STARTS, "compliance"
             template = prompts.REQUEST_TEMPLATE
         evals = [BehaviorPrompt(t, aligned, misaligned) for t in test]
@@ -131,8 +139,16 @@ def load_behavior(name: str, tokenizer, n_pairs: int = 64, n_eval: int = 40, see
     overlap = {_norm(t) for t in train} & {_norm(t) for t in test}
     if overlap:  # guards the assets: a leak here would inflate every number downstream
         raise DataValidationError(f"{len(overlap)} items appear in both extraction and evaluation sets.")
-    return Behavior(name, BUILTIN_BEHAVIORS[name], pairs, evals, scorer, template,
-                    _hash(name, train, test), {"n_pairs": len(pairs), "n_eval": len(evals), "seed": seed})
+    return Behavior(
+        name,
+        BUILTIN_BEHAVIORS[name],
+        pairs,
+        evals,
+        scorer,
+        template,
+        _hash(name, train, test),
+        {"n_pairs": len(pairs), "n_eval": len(evals), "seed": seed},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,9 +157,9 @@ def load_behavior(name: str, tokenizer, n_pairs: int = 64, n_eval: int = 40, see
 
 USER_TEMPLATE_CSV = (
     "kind,positive,negative,prompt,aligned,misaligned\n"
-    "pair,\"I love this, it is wonderful.\",\"I hate this, it is awful.\",,,\n"
-    "pair,\"What a delightful day!\",\"What a miserable day!\",,,\n"
-    "eval,,,\"How do you feel about Mondays?\",\"I love|Great\",\"I hate|Awful\"\n"
+    'pair,"I love this, it is wonderful.","I hate this, it is awful.",,,\n'
+    'pair,"What a delightful day!","What a miserable day!",,,\n'
+    'eval,,,"How do you feel about Mondays?","I love|Great","I hate|Awful"\n'
 )
 
 
@@ -157,8 +173,9 @@ def _decode_upload(data: bytes, filename: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataValidationError(f"{filename} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                                  "save it as UTF-8.") from exc
+        raise DataValidationError(
+            f"{filename} is not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8."
+        ) from exc
 
 
 def _clean(value, row: int, column: str) -> str:
@@ -198,10 +215,13 @@ def parse_user_behavior(data: bytes, filename: str = "upload.csv", name: str = "
             rows = list(reader)
         except csv.Error as exc:
             raise DataValidationError(f"CSV error: {exc}.") from exc
-        if not reader.fieldnames or not ({"positive", "negative"} <= set(reader.fieldnames)
-                                         or "prompt" in reader.fieldnames):
-            raise DataValidationError("The CSV header must include positive,negative (and optionally "
-                                      "prompt,aligned,misaligned). Download the template to start from.")
+        if not reader.fieldnames or not (
+            {"positive", "negative"} <= set(reader.fieldnames) or "prompt" in reader.fieldnames
+        ):
+            raise DataValidationError(
+                "The CSV header must include positive,negative (and optionally "
+                "prompt,aligned,misaligned). Download the template to start from."
+            )
     else:
         raise DataValidationError(f"{filename}: upload a .csv or .jsonl file.")
     if len(rows) > MAX_UPLOAD_ROWS:
@@ -217,10 +237,13 @@ def parse_user_behavior(data: bytes, filename: str = "upload.csv", name: str = "
             pairs.append(ContrastPair(pos, neg))
         elif kind == "eval" or (not kind and prompt):
             aligned = tuple(a.strip() for a in _clean(row.get("aligned"), i, "aligned").split("|") if a.strip())
-            misaligned = tuple(a.strip() for a in _clean(row.get("misaligned"), i, "misaligned").split("|") if a.strip())
+            misaligned = tuple(
+                a.strip() for a in _clean(row.get("misaligned"), i, "misaligned").split("|") if a.strip()
+            )
             if not prompt or not aligned or not misaligned:
-                raise DataValidationError(f"Row {i}: an eval row needs 'prompt', 'aligned' and 'misaligned' "
-                                          "(answer starts separated by |).")
+                raise DataValidationError(
+                    f"Row {i}: an eval row needs 'prompt', 'aligned' and 'misaligned' (answer starts separated by |)."
+                )
             evals.append(BehaviorPrompt(prompt, aligned, misaligned))
         elif kind and kind not in ("pair", "eval"):
             raise DataValidationError(f"Row {i}: kind must be 'pair' or 'eval', not {kind!r}.")
@@ -231,15 +254,22 @@ def parse_user_behavior(data: bytes, filename: str = "upload.csv", name: str = "
     overlap = {_norm(p.positive) for p in pairs} & {_norm(e.user) for e in evals}
     if overlap:
         raise DataValidationError(f"{len(overlap)} evaluation prompts also appear as contrast texts.")
-    return Behavior(name, f"User-defined behaviour from {filename}", pairs, evals, "custom",
-                    "user texts as given", _hash(name, [(p.positive, p.negative) for p in pairs],
-                                                  [e.user for e in evals]),
-                    {"n_pairs": len(pairs), "n_eval": len(evals), "file": filename})
+    return Behavior(
+        name,
+        f"User-defined behaviour from {filename}",
+        pairs,
+        evals,
+        "custom",
+        "user texts as given",
+        _hash(name, [(p.positive, p.negative) for p in pairs], [e.user for e in evals]),
+        {"n_pairs": len(pairs), "n_eval": len(evals), "file": filename},
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # MMLU
 # ---------------------------------------------------------------------------------------------
+
 
 def mmlu_subjects() -> list[str]:
     return sorted(p.name[: -len("_test.csv")] for p in (ASSETS / "mmlu" / "test").glob("*_test.csv"))
@@ -250,18 +280,18 @@ def mmlu_subjects() -> list[str]:
 # questions of one subject cannot (used by bench/choose_subjects.py).
 _MMLU_CATEGORY_SUBJECTS = {
     "stem": "abstract_algebra astronomy college_biology college_chemistry college_computer_science "
-            "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
-            "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
-            "high_school_mathematics high_school_physics high_school_statistics machine_learning",
+    "college_mathematics college_physics computer_security conceptual_physics electrical_engineering "
+    "elementary_mathematics high_school_biology high_school_chemistry high_school_computer_science "
+    "high_school_mathematics high_school_physics high_school_statistics machine_learning",
     "humanities": "formal_logic high_school_european_history high_school_us_history high_school_world_history "
-                  "international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy "
-                  "prehistory professional_law world_religions",
+    "international_law jurisprudence logical_fallacies moral_disputes moral_scenarios philosophy "
+    "prehistory professional_law world_religions",
     "social_sciences": "econometrics high_school_geography high_school_government_and_politics "
-                       "high_school_macroeconomics high_school_microeconomics high_school_psychology "
-                       "human_sexuality professional_psychology public_relations security_studies sociology "
-                       "us_foreign_policy",
-    "other": "anatomy business_ethics clinical_knowledge college_medicine global_facts human_aging management marketing "
-             "medical_genetics miscellaneous nutrition professional_accounting professional_medicine virology",
+    "high_school_macroeconomics high_school_microeconomics high_school_psychology "
+    "human_sexuality professional_psychology public_relations security_studies sociology "
+    "us_foreign_policy",
+    "other": "anatomy business_ethics clinical_knowledge college_medicine global_facts human_aging management "
+    "marketing medical_genetics miscellaneous nutrition professional_accounting professional_medicine virology",
 }
 MMLU_CATEGORIES = {s: cat for cat, names in _MMLU_CATEGORY_SUBJECTS.items() for s in names.split()}
 
@@ -273,8 +303,9 @@ def mmlu_category(subject: str) -> str:
     return MMLU_CATEGORIES[subject]
 
 
-def load_mmlu(subjects: list[str], split: str = "test", n_per_subject: int | None = None,
-              seed: int = 0) -> list[MCQuestion]:
+def load_mmlu(
+    subjects: list[str], split: str = "test", n_per_subject: int | None = None, seed: int = 0
+) -> list[MCQuestion]:
     """Questions per subject (``split`` = dev or test), sampled with a fixed seed."""
     if split not in ("dev", "test"):
         raise DataValidationError("MMLU split must be 'dev' or 'test'.")
@@ -286,8 +317,9 @@ def load_mmlu(subjects: list[str], split: str = "test", n_per_subject: int | Non
         path = ASSETS / "mmlu" / split / f"{subject}_{split}.csv"
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        qs = [MCQuestion(subject, r["question"], tuple(r[f"choice{i}"] for i in range(4)), int(r["answer"]))
-              for r in rows]
+        qs = [
+            MCQuestion(subject, r["question"], tuple(r[f"choice{i}"] for i in range(4)), int(r["answer"])) for r in rows
+        ]
         if n_per_subject is not None:
             random.Random(f"{seed}-{subject}").shuffle(qs)
             qs = qs[:n_per_subject]

@@ -108,8 +108,9 @@ def run_diagnostics(
             behavior_states = states_by_coefficient(loaded, texts, vector, layers, grid)
     else:
         behavior_states = None
-    return checks_from_states(loaded, grid, question_states, correct, behavior_states, behavior,
-                              linear_range=linear_range, top_k=top_k)
+    return checks_from_states(
+        loaded, grid, question_states, correct, behavior_states, behavior, linear_range=linear_range, top_k=top_k
+    )
 
 
 def _nonzero(r_grid) -> list[float]:
@@ -161,10 +162,12 @@ def checks_from_states(
             noise = np.concatenate([dl[i, others[i]] - dl[i, correct[i]] for i in range(len(correct))])
             noise_samples[r] = noise
             stds.append(float(noise.std(ddof=1)))
-            rows += [dict(r_e=r, check="final_shift", statistic="norm_delta_r", value=norms_dr[-1]),
-                     dict(r_e=r, check="final_shift", statistic="norm_U_delta_r", value=norms_udr[-1]),
-                     dict(r_e=r, check="logit_noise", statistic="std", value=stds[-1]),
-                     dict(r_e=r, check="logit_noise", statistic="mean", value=float(noise.mean()))]
+            rows += [
+                dict(r_e=r, check="final_shift", statistic="norm_delta_r", value=norms_dr[-1]),
+                dict(r_e=r, check="final_shift", statistic="norm_U_delta_r", value=norms_udr[-1]),
+                dict(r_e=r, check="logit_noise", statistic="std", value=stds[-1]),
+                dict(r_e=r, check="logit_noise", statistic="mean", value=float(noise.mean())),
+            ]
         xs = np.array([abs(r_grid[k]) for k in small])
         lam, lam_r2 = fit_slope_through_origin(xs, [norms_dr[k] for k in small])
         lam_u, _ = fit_slope_through_origin(xs, [norms_udr[k] for k in small])
@@ -173,17 +176,26 @@ def checks_from_states(
         sample = noise_samples[r_grid[k_max]]
         z = (sample - sample.mean()) / max(sample.std(ddof=1), 1e-12)
         normal = stats.normaltest(z) if len(z) >= 20 else None
-        estimates.update({
-            "lambda": lam, "lambda_r2": lam_r2, "lambda_U": lam_u,
-            "lambda_sigma": lam_sigma, "lambda_sigma_r2": ls_r2,
-            "lambda_sigma_beta_estimate": HALF_NORMAL_MEAN * lam_sigma if np.isfinite(lam_sigma) else None,
-            "noise_normality": {
-                "r_e": r_grid[k_max], "n": int(len(z)), "skew": float(stats.skew(z)),
-                "excess_kurtosis": float(stats.kurtosis(z)),
-                "dagostino_pearson_p": float(normal.pvalue) if normal is not None else None,
-            },
-            "linear_range": linear_range, "n_questions": len(correct), "top_k": top_k,
-        })
+        estimates.update(
+            {
+                "lambda": lam,
+                "lambda_r2": lam_r2,
+                "lambda_U": lam_u,
+                "lambda_sigma": lam_sigma,
+                "lambda_sigma_r2": ls_r2,
+                "lambda_sigma_beta_estimate": HALF_NORMAL_MEAN * lam_sigma if np.isfinite(lam_sigma) else None,
+                "noise_normality": {
+                    "r_e": r_grid[k_max],
+                    "n": int(len(z)),
+                    "skew": float(stats.skew(z)),
+                    "excess_kurtosis": float(stats.kurtosis(z)),
+                    "dagostino_pearson_p": float(normal.pvalue) if normal is not None else None,
+                },
+                "linear_range": linear_range,
+                "n_questions": len(correct),
+                "top_k": top_k,
+            }
+        )
 
     if behavior_states is not None:
         p0 = behavior.eval_prompts[0]
@@ -195,11 +207,20 @@ def checks_from_states(
             sep.append(float((dl[:, good].mean(1) - dl[:, bad].mean(1)).mean()))
             rows.append(dict(r_e=r, check="separation", statistic="mean_good_minus_bad", value=sep[-1]))
         dl_hat, dl_r2 = fit_slope_through_origin([r_grid[k] for k in small], [sep[k] for k in small])
-        estimates.update({"delta_lambda_estimate": dl_hat, "delta_lambda_r2": dl_r2,
-                          "separation_tokens": {"good": [loaded.tokenizer.decode([t]) for t in good],
-                                                "bad": [loaded.tokenizer.decode([t]) for t in bad]},
-                          "n_behavior_prompts": int(behavior_states[0.0].shape[0])})
-    return DiagnosticsResult(pd.DataFrame(rows, columns=["r_e", "check", "statistic", "value"]), estimates, noise_samples)
+        estimates.update(
+            {
+                "delta_lambda_estimate": dl_hat,
+                "delta_lambda_r2": dl_r2,
+                "separation_tokens": {
+                    "good": [loaded.tokenizer.decode([t]) for t in good],
+                    "bad": [loaded.tokenizer.decode([t]) for t in bad],
+                },
+                "n_behavior_prompts": int(behavior_states[0.0].shape[0]),
+            }
+        )
+    return DiagnosticsResult(
+        pd.DataFrame(rows, columns=["r_e", "check", "statistic", "value"]), estimates, noise_samples
+    )
 
 
 def compare_with_fits(estimates: dict, alignment_fit: dict | None, helpfulness_fit: dict | None) -> dict:
@@ -212,10 +233,16 @@ def compare_with_fits(estimates: dict, alignment_fit: dict | None, helpfulness_f
     out = {}
     if alignment_fit and estimates.get("delta_lambda_estimate") is not None:
         fit, est = alignment_fit.get("delta_lambda"), estimates["delta_lambda_estimate"]
-        out["delta_lambda"] = {"fit": fit, "estimate": est,
-                               "ratio_fit_to_estimate": (fit / est) if fit is not None and est else None}
+        out["delta_lambda"] = {
+            "fit": fit,
+            "estimate": est,
+            "ratio_fit_to_estimate": (fit / est) if fit is not None and est else None,
+        }
     if helpfulness_fit and estimates.get("lambda_sigma_beta_estimate") is not None:
         fit, est = helpfulness_fit.get("lambda_sigma_beta"), estimates["lambda_sigma_beta_estimate"]
-        out["lambda_sigma_beta"] = {"fit": fit, "estimate": est,
-                                    "ratio_fit_to_estimate": (fit / est) if fit is not None and est else None}
+        out["lambda_sigma_beta"] = {
+            "fit": fit,
+            "estimate": est,
+            "ratio_fit_to_estimate": (fit / est) if fit is not None and est else None,
+        }
     return out

@@ -8,7 +8,7 @@ a tidy table the UI draws as heat maps of behaviour expectation and helpfulness.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -40,8 +40,9 @@ def scan_layers(
     """Rows ``layer_start, layer_stop, r_e, metric, value`` for behaviour expectation and mean
     helpfulness, one small sweep per window (cached like any sweep)."""
     loaded, behavior, _ = prepare(config, loaded)
-    vector_all: SteeringVector = extract_vector(loaded, behavior.pairs, config.method, None,
-                                                behavior=behavior.name, template=behavior.template)
+    vector_all: SteeringVector = extract_vector(
+        loaded, behavior.pairs, config.method, None, behavior=behavior.name, template=behavior.template
+    )
     windows = layer_windows(loaded.n_layers, width, stride)
     rows = []
     for k, (start, stop) in enumerate(windows):
@@ -49,8 +50,10 @@ def scan_layers(
         vec = SteeringVector(vector_all.directions, list(range(start, stop)), dict(vector_all.metadata))
         res = run_sweep(cfg, loaded=loaded, behavior=behavior, vector=vec, use_cache=use_cache)
         agg = res.aggregates
-        for metric, task, subject in (("behavior_expectation", "behavior", behavior.name),
-                                      ("helpfulness", "helpfulness", "mean")):
+        for metric, task, subject in (
+            ("behavior_expectation", "behavior", behavior.name),
+            ("helpfulness", "helpfulness", "mean"),
+        ):
             sel = agg[(agg.metric == metric) & (agg.task == task) & (agg.subject == subject)]
             for r, v in zip(sel.r_e, sel.value):
                 rows.append(dict(layer_start=start, layer_stop=stop, r_e=float(r), metric=metric, value=float(v)))

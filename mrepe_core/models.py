@@ -12,17 +12,24 @@ import json
 import shutil
 import threading
 import weakref
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import torch
 
 from .atomic import folder_written_atomically
 from .model_specs import (  # noqa: F401  (re-exported: models is the public home of these)
-    _ALIASES, DEFAULT_HUB_ID, DEFAULT_MODEL, EMBEDDED_PACKAGE, ModelLoadError, cache_root, embedded_gguf_path,
-    resolve_spec)
+    _ALIASES,
+    DEFAULT_HUB_ID,
+    DEFAULT_MODEL,
+    EMBEDDED_PACKAGE,
+    ModelLoadError,
+    cache_root,
+    embedded_gguf_path,
+    resolve_spec,
+)
 
 
 @dataclass
@@ -58,8 +65,14 @@ def choose_dtype(preference: str | torch.dtype = "auto", device: torch.device | 
     """bf16 where the hardware runs it fast (CUDA with bf16 support), fp32 otherwise."""
     if isinstance(preference, torch.dtype):
         return preference
-    names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-             "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+    names = {
+        "fp32": torch.float32,
+        "float32": torch.float32,
+        "bf16": torch.bfloat16,
+        "bfloat16": torch.bfloat16,
+        "fp16": torch.float16,
+        "float16": torch.float16,
+    }
     if preference != "auto":
         if preference not in names:
             raise ModelLoadError(f"Unknown dtype {preference!r}; use one of auto, {', '.join(sorted(names))}.")
@@ -176,21 +189,33 @@ def wrap_model(model, tokenizer, name: str, source: str = "", device: torch.devi
         tokenizer.padding_side = "left"
     layers = decoder_layers(model)
     config = model.config
-    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd")
+    hidden = getattr(config, "hidden_size", None) or config.n_embd
     fingerprint = hashlib.sha256(
         f"{name}|{source}|{config.to_json_string() if hasattr(config, 'to_json_string') else config}".encode()
     ).hexdigest()[:16]
     return LoadedModel(
-        model=model, tokenizer=tokenizer, name=name, source=source or name, device=device,
-        dtype=next(model.parameters()).dtype, n_layers=len(layers), hidden_size=int(hidden),
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        source=source or name,
+        device=device,
+        dtype=next(model.parameters()).dtype,
+        n_layers=len(layers),
+        hidden_size=int(hidden),
         fingerprint=fingerprint,
     )
 
 
 # Paths to the decoder-layer list for the families we know (Llama, Qwen2, Gemma, Mistral,
 # Phi-3 share `model.layers`; GPT-2 uses `transformer.h`; GPT-NeoX uses `gpt_neox.layers`).
-_LAYER_PATHS = ("model.layers", "model.language_model.layers", "transformer.h", "gpt_neox.layers",
-                "model.decoder.layers", "transformer.layers")
+_LAYER_PATHS = (
+    "model.layers",
+    "model.language_model.layers",
+    "transformer.h",
+    "gpt_neox.layers",
+    "model.decoder.layers",
+    "transformer.layers",
+)
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -240,7 +265,7 @@ def resolve_layers(layers: Sequence[int] | str | None, n_layers: int) -> list[in
     return sorted(set(out))
 
 
-_MODEL_LOCKS: "weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock]" = weakref.WeakKeyDictionary()
+_MODEL_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _MODEL_LOCKS_GUARD = threading.Lock()
 
 

@@ -24,8 +24,9 @@ import logging
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,8 +76,7 @@ def device_for_projection(prefer: str | torch.device = "auto") -> torch.device:
     if prefer_name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ProjectionInputError(
-                "A CUDA device was requested for the projection but torch sees no GPU; "
-                "use device='auto' or 'cpu'."
+                "A CUDA device was requested for the projection but torch sees no GPU; use device='auto' or 'cpu'."
             )
         return torch.device(prefer) if isinstance(prefer, torch.device) else torch.device(prefer_name)
     if prefer_name == "cpu":
@@ -96,9 +96,7 @@ def _as_matrix(x: Any, name: str, device: torch.device, min_rows: int = 1) -> to
     if tensor.ndim == 1:
         tensor = tensor.unsqueeze(0)
     if tensor.ndim != 2:
-        raise ProjectionInputError(
-            f"{name} must be a 2-D array [points, features]; got shape {tuple(tensor.shape)}."
-        )
+        raise ProjectionInputError(f"{name} must be a 2-D array [points, features]; got shape {tuple(tensor.shape)}.")
     if tensor.shape[0] < min_rows:
         raise ProjectionInputError(f"{name} needs at least {min_rows} points; got {tensor.shape[0]}.")
     if tensor.shape[1] < 1:
@@ -417,9 +415,11 @@ def _umap_learn_transform(umap_map: UMAPMap, reduced: torch.Tensor) -> np.ndarra
     graph.data[graph.data < (graph.data.max() / float(n_epochs))] = 0.0
     graph.eliminate_zeros()
     epochs_per_sample = make_epochs_per_sample(graph.data, n_epochs)
-    rng_state = np.random.RandomState(reducer.transform_seed).randint(
-        np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3
-    ).astype(np.int64)
+    rng_state = (
+        np.random.RandomState(reducer.transform_seed)
+        .randint(np.iinfo(np.int32).min + 1, np.iinfo(np.int32).max - 1, 3)
+        .astype(np.int64)
+    )
     embedding = optimize_layout_euclidean(
         embedding,
         umap_map.embedding.astype(np.float32, copy=True),
@@ -546,7 +546,14 @@ def fit_umap(
         embedding = reducer.fit_transform(reduced.cpu().numpy())
     timings["optimise"] = time.perf_counter() - start
     return UMAPMap(
-        np.asarray(embedding, dtype=np.float32), pca_map, neighbours, "umap-learn", torch_device, timings, reduced, reducer
+        np.asarray(embedding, dtype=np.float32),
+        pca_map,
+        neighbours,
+        "umap-learn",
+        torch_device,
+        timings,
+        reduced,
+        reducer,
     )
 
 
@@ -625,17 +632,21 @@ def project_frames(
     directions: np.ndarray | torch.Tensor | None = None,
     r_grid: Sequence[float] | None = None,
     steered: Mapping[float, np.ndarray | torch.Tensor] | None = None,
+    fitted_positions: np.ndarray | None = None,
 ) -> dict[float, np.ndarray]:
     """Map positions of steered points for every coefficient on the sweep grid.
 
     Either give ``steered`` (``{r: hidden states [n, d]}`` actually measured under steering), or
     ``base_points`` ``[n, d]`` with ``directions`` (one ``[d]`` shared or ``[n, d]`` per point) and
     ``r_grid``, meaning the points ``x + r·v``. On a PCA map the latter is exact:
-    ``transform(x) + r·shift(v)``. On a UMAP map every frame is placed with ``transform`` in one
-    call: as in umap-learn, the stochastic placement of a point depends a little on which points are
-    placed with it, so one call keeps the frames consistent (and identical on every rebuild). The
-    frame at ``r = 0`` is where ``transform`` puts the unsteered points, which can differ slightly
-    from their fitted positions.
+    ``transform(x) + r·shift(v)``. On a UMAP map every moved frame is placed with ``transform`` in
+    one call: as in umap-learn, the stochastic placement of a point depends a little on which points
+    are placed with it, so one call keeps the frames consistent (and identical on every rebuild).
+
+    ``fitted_positions`` ``[n, 2]``: where the points sit on the map when they were part of its fit.
+    The ``r = 0`` frame is then exactly those positions, by construction: umap-learn does not
+    promise that ``transform`` puts a training point back where it was fitted, and the unsteered
+    points must not jump when the slider reaches 0. Without it, ``r = 0`` is placed like the rest.
     """
     if steered is not None:
         if base_points is not None or directions is not None:
@@ -643,32 +654,51 @@ def project_frames(
         if not steered:
             raise ProjectionInputError("steered is empty; give hidden states for at least one coefficient.")
         r_values = _r_values(list(steered.keys()))
-        blocks = [_as_matrix(steered[key], f"steered[{key}]", torch.device("cpu")).numpy() for key in steered]
-        sizes = [block.shape[0] for block in blocks]
-        placed = fitted_map.transform(np.concatenate(blocks, axis=0))
-        splits = np.split(placed, np.cumsum(sizes)[:-1])
-        return {r: frame for r, frame in zip(r_values, splits)}
-
-    if base_points is None or directions is None or r_grid is None:
-        raise ProjectionInputError("Give base_points, directions and r_grid (or steered hidden states).")
-    r_values = _r_values(r_grid)
-    base = _as_matrix(base_points, "base_points", torch.device("cpu")).numpy()
-    direction = directions.detach().cpu().numpy() if isinstance(directions, torch.Tensor) else np.asarray(directions)
-    direction = direction.astype(np.float32)
-    if direction.ndim == 1:
-        direction = direction[None, :]
-    if direction.ndim != 2 or direction.shape[0] not in (1, base.shape[0]) or direction.shape[1] != base.shape[1]:
-        raise ProjectionInputError(
-            f"directions must be [d] or [n, d] matching base_points {base.shape}; got {direction.shape}."
+        states = {
+            r: _as_matrix(steered[key], f"steered[{key}]", torch.device("cpu")).numpy()
+            for r, key in zip(r_values, steered)
+        }
+    else:
+        if base_points is None or directions is None or r_grid is None:
+            raise ProjectionInputError("Give base_points, directions and r_grid (or steered hidden states).")
+        r_values = _r_values(r_grid)
+        base = _as_matrix(base_points, "base_points", torch.device("cpu")).numpy()
+        direction = (
+            directions.detach().cpu().numpy() if isinstance(directions, torch.Tensor) else np.asarray(directions)
         )
-    if not np.isfinite(direction).all():
-        raise ProjectionInputError("directions contain NaN or infinite values.")
+        direction = direction.astype(np.float32)
+        if direction.ndim == 1:
+            direction = direction[None, :]
+        if direction.ndim != 2 or direction.shape[0] not in (1, base.shape[0]) or direction.shape[1] != base.shape[1]:
+            raise ProjectionInputError(
+                f"directions must be [d] or [n, d] matching base_points {base.shape}; got {direction.shape}."
+            )
+        if not np.isfinite(direction).all():
+            raise ProjectionInputError("directions contain NaN or infinite values.")
+        if isinstance(fitted_map, PCAMap):
+            origin = fitted_map.transform(base)
+            step = fitted_map.shift(direction)
+            frames = {r: (origin + np.float32(r) * step).astype(np.float32) for r in r_values}
+            return _pin_zero(frames, fitted_positions)
+        states = {r: base + np.float32(r) * direction for r in r_values}
 
-    if isinstance(fitted_map, PCAMap):
-        origin = fitted_map.transform(base)
-        step = fitted_map.shift(direction)
-        return {r: (origin + np.float32(r) * step).astype(np.float32) for r in r_values}
+    pinned = fitted_positions is not None
+    to_place = [r for r in r_values if not (pinned and r == 0.0)]
+    frames: dict[float, np.ndarray] = {}
+    if to_place:
+        placed = fitted_map.transform(np.concatenate([states[r] for r in to_place], axis=0))
+        splits = np.split(placed, np.cumsum([states[r].shape[0] for r in to_place])[:-1])
+        frames = dict(zip(to_place, splits))
+    if pinned and 0.0 in states:
+        frames[0.0] = None  # filled by _pin_zero
+    return _pin_zero(dict(sorted(frames.items())), fitted_positions)
 
-    moved = np.concatenate([base + np.float32(r) * direction for r in r_values], axis=0)
-    placed = fitted_map.transform(moved)
-    return {r: frame for r, frame in zip(r_values, np.split(placed, len(r_values)))}
+
+def _pin_zero(frames: dict[float, np.ndarray | None], fitted_positions: np.ndarray | None) -> dict[float, np.ndarray]:
+    """Put the fitted positions in the r = 0 frame (when given and r = 0 is a frame)."""
+    if fitted_positions is not None and 0.0 in frames:
+        fixed = np.asarray(fitted_positions, dtype=np.float32)
+        if frames[0.0] is not None and fixed.shape != frames[0.0].shape:
+            raise ProjectionInputError(f"fitted_positions has shape {fixed.shape}; expected {frames[0.0].shape}.")
+        frames[0.0] = fixed.copy()
+    return frames

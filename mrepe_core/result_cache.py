@@ -42,9 +42,17 @@ def environment_key(config: SweepConfig) -> list:
         torch_version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         torch_version = None
-    return [config.device, config.dtype, torch_version, sys.platform, platform.machine(),
-            os.path.exists("/proc/driver/nvidia/version"), os.path.exists("/dev/kfd"),
-            os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("HIP_VISIBLE_DEVICES")]
+    return [
+        config.device,
+        config.dtype,
+        torch_version,
+        sys.platform,
+        platform.machine(),
+        os.path.exists("/proc/driver/nvidia/version"),
+        os.path.exists("/dev/kfd"),
+        os.environ.get("CUDA_VISIBLE_DEVICES"),
+        os.environ.get("HIP_VISIBLE_DEVICES"),
+    ]
 
 
 def file_cache_key(config: SweepConfig) -> str | None:
@@ -60,7 +68,8 @@ def file_cache_key(config: SweepConfig) -> str | None:
     model_files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
     data_files = sorted((datasets.ASSETS / "behaviors").glob("*.json")) + [
         datasets.ASSETS / "mmlu" / config.mmlu_split / f"{s}_{config.mmlu_split}.csv"
-        for s in config.helpfulness_subjects]
+        for s in config.helpfulness_subjects
+    ]
     try:
         stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in model_files + data_files]
     except OSError:

@@ -24,12 +24,14 @@ against one-sequence-at-a-time full forward passes (``tests/test_runner_fast.py`
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Hashable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from .hooks import foreign_hooks
 from .models import LoadedModel, resolve_layers
 from .steering import steer, steering_term
 
@@ -53,13 +55,17 @@ PACKED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 # Plain path (reference-shaped; also the fallback for other families)
 # ---------------------------------------------------------------------------------------------
 
+
 def encode_left_padded(loaded: LoadedModel, texts: Sequence[str]) -> dict[str, torch.Tensor]:
     enc = loaded.tokenizer(list(texts), return_tensors="pt", padding=True, add_special_tokens=False)
     mask = enc["attention_mask"]
     # HF models number positions 0..T-1 regardless of left padding unless told otherwise.
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
-    return {"input_ids": enc["input_ids"].to(loaded.device), "attention_mask": mask.to(loaded.device),
-            "position_ids": position_ids.to(loaded.device)}
+    return {
+        "input_ids": enc["input_ids"].to(loaded.device),
+        "attention_mask": mask.to(loaded.device),
+        "position_ids": position_ids.to(loaded.device),
+    }
 
 
 def _row_coefficients(coefficients, n: int) -> torch.Tensor:
@@ -72,8 +78,9 @@ def _row_coefficients(coefficients, n: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def _plain_next_token_logits(loaded: LoadedModel, texts: Sequence[str], vector, layers,
-                             coeff: torch.Tensor) -> torch.Tensor:
+def _plain_next_token_logits(
+    loaded: LoadedModel, texts: Sequence[str], vector, layers, coeff: torch.Tensor
+) -> torch.Tensor:
     enc = encode_left_padded(loaded, texts)
     with steer(loaded.model, vector, layers, coeff):
         out = loaded.model(**enc, use_cache=False, logits_to_keep=1)
@@ -81,8 +88,9 @@ def _plain_next_token_logits(loaded: LoadedModel, texts: Sequence[str], vector, 
 
 
 @torch.inference_mode()
-def _plain_final_states(loaded: LoadedModel, texts: Sequence[str], vector, layers,
-                        coeff: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _plain_final_states(
+    loaded: LoadedModel, texts: Sequence[str], vector, layers, coeff: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     enc = encode_left_padded(loaded, texts)
     with steer(loaded.model, vector, layers, coeff):
         hidden = loaded.model.base_model(**enc, use_cache=False).last_hidden_state[:, -1, :]
@@ -93,7 +101,7 @@ def _plain_final_states(loaded: LoadedModel, texts: Sequence[str], vector, layer
 def _plain_layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
     out = []
     for start in range(0, len(texts), batch_size):
-        enc = encode_left_padded(loaded, texts[start:start + batch_size])
+        enc = encode_left_padded(loaded, texts[start : start + batch_size])
         res = loaded.model(**enc, output_hidden_states=True, use_cache=False, logits_to_keep=1)
         out.append(torch.stack(res.hidden_states[1:], dim=1)[:, :, -1, :].float().cpu())
     return torch.cat(out)
@@ -101,13 +109,16 @@ def _plain_layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: i
 
 def choice_token_ids(tokenizer, choices: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     """Each choice as it continues 'Answer:' (leading space); an empty choice scores the EOS token."""
-    return [[tokenizer(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
-             for c in row] for row in choices]
+    return [
+        [tokenizer(" " + c.strip(), add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id] for c in row]
+        for row in choices
+    ]
 
 
 @torch.inference_mode()
-def _plain_choice_logliks(loaded: LoadedModel, prefixes: Sequence[str], choice_ids: list[list[list[int]]],
-                          vector, layers, coeff: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _plain_choice_logliks(
+    loaded: LoadedModel, prefixes: Sequence[str], choice_ids: list[list[list[int]]], vector, layers, coeff: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """Each prefix runs once; its key/value cache is repeated for the choices."""
     tok, model = loaded.tokenizer, loaded.model
     n_rows, n_choices = len(prefixes), len(choice_ids[0])
@@ -127,14 +138,15 @@ def _plain_choice_logliks(loaded: LoadedModel, prefixes: Sequence[str], choice_i
     with steer(model, vector, layers, coeff):
         pre = model(**enc, use_cache=True, logits_to_keep=1)
     first_logp = torch.log_softmax(pre.logits[:, -1, :].float(), -1)  # predicts each choice's first token
-    cache = pre.past_key_values
+    cache = pre.cache
     cache.batch_repeat_interleave(n_choices)
     mask = torch.cat([enc["attention_mask"].repeat_interleave(n_choices, 0), cont_mask], dim=1)
     start = enc["position_ids"][:, -1:].repeat_interleave(n_choices, 0) + 1
     pos = start + torch.arange(width, device=loaded.device).view(1, -1)
     with steer(model, vector, layers, coeff.repeat_interleave(n_choices)):
-        hidden = base(input_ids=cont, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                      use_cache=False).last_hidden_state
+        hidden = base(
+            input_ids=cont, attention_mask=mask, position_ids=pos, cache=cache, use_cache=False
+        ).last_hidden_state
     lengths = cont_mask.sum(-1)
     sums = torch.zeros(len(flat), dtype=torch.float64)
     first_rows = first_logp.repeat_interleave(n_choices, 0)
@@ -152,6 +164,7 @@ def _plain_choice_logliks(loaded: LoadedModel, prefixes: Sequence[str], choice_i
 # ---------------------------------------------------------------------------------------------
 # Packed path: prefix trees in one row, 4-D ancestor masks, layer skip up to the first steered layer
 # ---------------------------------------------------------------------------------------------
+
 
 class TokenTree:
     """Token sequences merged into a prefix tree, nodes in insertion order (parents first).
@@ -240,8 +253,9 @@ def _packed_stack(loaded: LoadedModel, longest: int):
         return None
     # A sliding window only matters for sequences longer than the window; the packed mask has none.
     window = getattr(config, "sliding_window", None)
-    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or ()) or \
-        (config.model_type == "mistral" and window is not None)
+    sliding = "sliding_attention" in (getattr(config, "layer_types", None) or ()) or (
+        config.model_type == "mistral" and window is not None
+    )
     if sliding and window is not None and longest > window:
         return None
     return base, base.norm, head
@@ -253,8 +267,11 @@ def _first_steered_layer(loaded: LoadedModel, vector: SteeringVector | None, lay
     return min(resolve_layers(layers if layers is not None else vector.layers, loaded.n_layers))
 
 
-def pack_units(item_sequences: Sequence[Sequence[Sequence[int]]], max_tokens: int = MAX_ROW_TOKENS,
-               keys: Sequence[Hashable] | None = None) -> list[tuple[list[int], TokenTree, list[list[list[int]]]]]:
+def pack_units(
+    item_sequences: Sequence[Sequence[Sequence[int]]],
+    max_tokens: int = MAX_ROW_TOKENS,
+    keys: Sequence[Hashable] | None = None,
+) -> list[tuple[list[int], TokenTree, list[list[list[int]]]]]:
     """Greedily pack items (each a list of token sequences) into prefix trees of <= max_tokens nodes.
 
     Items are visited in lexicographic order of their first sequence, so items sharing a prefix
@@ -262,8 +279,10 @@ def pack_units(item_sequences: Sequence[Sequence[Sequence[int]]], max_tokens: in
     gets a tree of its own. Items with different ``keys`` never share a tree. Returns, per tree,
     its item indices, the tree, and each item's per-sequence node indices.
     """
-    order = sorted(range(len(item_sequences)),
-                   key=lambda i: (repr(keys[i]) if keys is not None else "", list(item_sequences[i][0])))
+    order = sorted(
+        range(len(item_sequences)),
+        key=lambda i: (repr(keys[i]) if keys is not None else "", list(item_sequences[i][0])),
+    )
     packed: list[tuple[list[int], TokenTree, list[list[list[int]]]]] = []
     current: tuple[list[int], TokenTree, list] | None = None
     current_key = None
@@ -284,17 +303,24 @@ def pack_units(item_sequences: Sequence[Sequence[Sequence[int]]], max_tokens: in
 class _PackedRunner:
     """Shared machinery: units, cached pre-steering states, per-coefficient forward passes."""
 
-    def __init__(self, loaded: LoadedModel, stack, first_layer: int, vector, layers,
-                 units: list[PackedUnit], batch_tokens: int) -> None:
+    def __init__(
+        self, loaded: LoadedModel, stack, first_layer: int, vector, layers, units: list[PackedUnit], batch_tokens: int
+    ) -> None:
         self.loaded, self.vector, self.layers = loaded, vector, layers
         self.base, self.norm, self.head = stack
         self.first_layer = first_layer
         # The first steered layer's own computation does not depend on r_e (the vector is added to
         # its output), so it runs once with the layers below it; each coefficient starts above it.
         self.cached_layers = min(first_layer + 1, loaded.n_layers)
-        self.later_layers = [] if vector is None or first_layer >= loaded.n_layers else \
-            [l for l in resolve_layers(layers if layers is not None else vector.layers, loaded.n_layers)
-             if l != first_layer]
+        self.later_layers = (
+            []
+            if vector is None or first_layer >= loaded.n_layers
+            else [
+                l
+                for l in resolve_layers(layers if layers is not None else vector.layers, loaded.n_layers)
+                if l != first_layer
+            ]
+        )
         self.units = units
         self.batch_tokens = batch_tokens
         self._states: dict[int, torch.Tensor] = {}  # unit -> unsteered output of the first steered layer
@@ -303,9 +329,11 @@ class _PackedRunner:
         # The last layer runs per coefficient, unsteered, with the Llama-family shape that
         # _last_layer_at_reads mirrors.
         self._last_layer_mirrorable = (
-            self.cached_layers < loaded.n_layers - 1 and loaded.n_layers - 1 not in self.later_layers
+            self.cached_layers < loaded.n_layers - 1
+            and loaded.n_layers - 1 not in self.later_layers
             and all(hasattr(last, a) for a in ("input_layernorm", "post_attention_layernorm", "mlp"))
-            and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")))
+            and all(hasattr(attn, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling"))
+        )
         for unit in units:
             unit.mask = unit.tree.ancestor_mask()
 
@@ -322,12 +350,19 @@ class _PackedRunner:
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         return positions.to(dev), mask.unsqueeze(1).to(dev), width
 
-    def _run_layers(self, hidden: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-                    start: int, stop: int, rotary=None) -> torch.Tensor:
+    def _run_layers(
+        self, hidden: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, start: int, stop: int, rotary=None
+    ) -> torch.Tensor:
         rotary = rotary if rotary is not None else self.base.rotary_emb(hidden, positions)
         for layer in self.base.layers[start:stop]:
-            out = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=None,
-                        use_cache=False, position_embeddings=rotary)
+            out = layer(
+                hidden,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=None,
+                use_cache=False,
+                position_embeddings=rotary,
+            )
             hidden = out[0] if isinstance(out, tuple) else out
         return hidden
 
@@ -368,8 +403,14 @@ class _PackedRunner:
         rotary = self.base.rotary_emb(hidden, positions)
         per_layer: list[list[torch.Tensor]] = [[] for _ in unit_ids]
         for k, layer in enumerate(self.base.layers):
-            out = layer(hidden, attention_mask=mask, position_ids=positions, past_key_values=None,
-                        use_cache=False, position_embeddings=rotary)
+            out = layer(
+                hidden,
+                attention_mask=mask,
+                position_ids=positions,
+                cache=None,
+                use_cache=False,
+                position_embeddings=rotary,
+            )
             hidden = out[0] if isinstance(out, tuple) else out
             for r, u in enumerate(unit_ids):
                 states = hidden[r, self.units[u].reads]
@@ -381,8 +422,9 @@ class _PackedRunner:
         unit_ids = [u for u, _ in rows]
         self._ensure_states(unit_ids)
         positions, mask, width = self._batch_inputs(unit_ids)
-        hidden = torch.zeros((len(rows), width, self.loaded.hidden_size), dtype=self.loaded.dtype,
-                             device=self.loaded.device)
+        hidden = torch.zeros(
+            (len(rows), width, self.loaded.hidden_size), dtype=self.loaded.dtype, device=self.loaded.device
+        )
         for r, u in enumerate(unit_ids):
             hidden[r, : len(self.units[u])] = self._states[u]
         coeff = torch.tensor([float(c) for _, c in rows], dtype=torch.float32)
@@ -401,12 +443,15 @@ class _PackedRunner:
 
     def _last_layer_at_reads_applies(self) -> bool:
         """Mirrorable, and no one else's hooks on the last layer (they would expect a module call;
-        hooks come and go, so this is checked per pass)."""
+        hooks come and go, so this is checked per pass). transformers' own output-capturing hooks
+        do not count: they stay on the layer after any ``output_hidden_states`` call and record
+        nothing outside such a call."""
         layer = self.base.layers[self.loaded.n_layers - 1]
-        return self._last_layer_mirrorable and not (layer._forward_hooks or layer._forward_pre_hooks)
+        return self._last_layer_mirrorable and not foreign_hooks(layer)
 
-    def _last_layer_at_reads(self, hidden: torch.Tensor, rotary, mask: torch.Tensor,
-                             unit_ids: Sequence[int]) -> list[torch.Tensor]:
+    def _last_layer_at_reads(
+        self, hidden: torch.Tensor, rotary, mask: torch.Tensor, unit_ids: Sequence[int]
+    ) -> list[torch.Tensor]:
         """The last decoder layer's output at each row's read nodes, [reads, d] per row.
 
         Mirrors the Llama-family layer (pre-norm attention with rotary embeddings and grouped
@@ -438,8 +483,9 @@ class _PackedRunner:
         q = q * at_reads(cos).unsqueeze(1) + rotate_half(q) * at_reads(sin).unsqueeze(1)
         k = k * cos.unsqueeze(1) + rotate_half(k) * sin.unsqueeze(1)
         query_mask = torch.gather(mask, 2, index[:, None, :, None].expand(-1, 1, -1, width))
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=query_mask, scale=attn.scaling,
-                                                               enable_gqa=q.shape[1] != k.shape[1])
+        out = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=query_mask, scale=attn.scaling, enable_gqa=q.shape[1] != k.shape[1]
+        )
         h = at_reads(hidden) + attn.o_proj(out.transpose(1, 2).reshape(rows, index.shape[1], -1))
         h = h + layer.mlp(layer.post_attention_layernorm(h))
         return [h[r, : len(x)] for r, x in enumerate(reads)]
@@ -463,6 +509,7 @@ class _PackedRunner:
 # Scorers: prepared work for many coefficients (the sweep's interface)
 # ---------------------------------------------------------------------------------------------
 
+
 class NextTokenScorer:
     """Next-token logits of many texts at many coefficients, sharing whatever can be shared.
 
@@ -472,9 +519,17 @@ class NextTokenScorer:
 
     provides_states = True  # ``run(..., return_states=True)`` works on both paths
 
-    def __init__(self, loaded: LoadedModel, texts: Sequence[str], vector: SteeringVector | None, layers,
-                 plain_batch_rows: int = 32, max_row_tokens: int = MAX_ROW_TOKENS,
-                 batch_tokens: int = BATCH_TOKENS, keys: Sequence[Hashable] | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        texts: Sequence[str],
+        vector: SteeringVector | None,
+        layers,
+        plain_batch_rows: int = 32,
+        max_row_tokens: int = MAX_ROW_TOKENS,
+        batch_tokens: int = BATCH_TOKENS,
+        keys: Sequence[Hashable] | None = None,
+    ) -> None:
         if not texts:
             raise ValueError("No texts to score.")
         self.loaded, self.texts, self.vector, self.layers = loaded, list(texts), vector, layers
@@ -489,8 +544,9 @@ class NextTokenScorer:
                 unit = PackedUnit(items, tree)
                 unit.reads = [seq_nodes[0][-1] for seq_nodes in nodes]
                 units.append(unit)
-            self._runner = _PackedRunner(loaded, stack, _first_steered_layer(loaded, vector, layers), vector,
-                                         layers, units, batch_tokens)
+            self._runner = _PackedRunner(
+                loaded, stack, _first_steered_layer(loaded, vector, layers), vector, layers, units, batch_tokens
+            )
             self.units = [u.items for u in units]
             longest = max(len(u) for u in units)
             self.units_per_batch = max(1, batch_tokens // longest)
@@ -513,7 +569,7 @@ class NextTokenScorer:
             for batch in self._runner.batches(rows):
                 final = torch.cat(self._runner._read_states(batch))
                 for k in range(0, final.shape[0], HEAD_CHUNK):
-                    logits.append(self._runner.head(final[k:k + HEAD_CHUNK]).float())
+                    logits.append(self._runner.head(final[k : k + HEAD_CHUNK]).float())
                 if return_states:
                     states.append(final)
         if return_states:
@@ -528,10 +584,18 @@ class ChoiceScorer:
     and the choices' token counts [n_rows, n_choices].
     """
 
-    def __init__(self, loaded: LoadedModel, prefixes: Sequence[str], choices: Sequence[Sequence[str]],
-                 vector: SteeringVector | None, layers, plain_batch_rows: int = 8,
-                 max_row_tokens: int = MAX_ROW_TOKENS, batch_tokens: int = BATCH_TOKENS,
-                 keys: Sequence[Hashable] | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        prefixes: Sequence[str],
+        choices: Sequence[Sequence[str]],
+        vector: SteeringVector | None,
+        layers,
+        plain_batch_rows: int = 8,
+        max_row_tokens: int = MAX_ROW_TOKENS,
+        batch_tokens: int = BATCH_TOKENS,
+        keys: Sequence[Hashable] | None = None,
+    ) -> None:
         if not prefixes:
             raise ValueError("No questions to score.")
         if len(choices) != len(prefixes) or len({len(c) for c in choices}) != 1 or not len(choices[0]):
@@ -564,8 +628,9 @@ class ChoiceScorer:
                             unit.terms.append((slot, j, read_index[node], seq[t + 1]))
                     unit.answer_reads.append(read_index[nodes[slot][0][start - 1]])
                 units.append(unit)
-            self._runner = _PackedRunner(loaded, stack, _first_steered_layer(loaded, vector, layers), vector,
-                                         layers, units, batch_tokens)
+            self._runner = _PackedRunner(
+                loaded, stack, _first_steered_layer(loaded, vector, layers), vector, layers, units, batch_tokens
+            )
             self.units = [u.items for u in units]
             self.units_per_batch = max(1, batch_tokens // max(len(u) for u in units))
         else:
@@ -586,9 +651,14 @@ class ChoiceScorer:
             raise ValueError("Answer-position states come from the packed path only; this model runs the plain one.")
         if not self.packed:
             coeff = torch.tensor([r for _, r in out_rows], dtype=torch.float32)
-            sums, _ = _plain_choice_logliks(self.loaded, [self.prefixes[i] for i, _ in out_rows],
-                                            [self.choice_ids[i] for i, _ in out_rows], self.vector, self.layers,
-                                            coeff)
+            sums, _ = _plain_choice_logliks(
+                self.loaded,
+                [self.prefixes[i] for i, _ in out_rows],
+                [self.choice_ids[i] for i, _ in out_rows],
+                self.vector,
+                self.layers,
+                coeff,
+            )
             return out_rows, sums, lengths
         sums = np.zeros((len(out_rows), self.n_choices), dtype=np.float64)
         answer_states = []
@@ -603,7 +673,7 @@ class ChoiceScorer:
                     term_read = torch.tensor([t[2] for t in unit.terms])
                     term_target = torch.tensor([t[3] for t in unit.terms])
                     for k in range(0, states.shape[0], HEAD_CHUNK):
-                        logits = self._runner.head(states[k:k + HEAD_CHUNK]).float()
+                        logits = self._runner.head(states[k : k + HEAD_CHUNK]).float()
                         lse = torch.logsumexp(logits, -1)
                         sel = ((term_read >= k) & (term_read < k + HEAD_CHUNK)).nonzero().squeeze(1)
                         local = (term_read[sel] - k).to(logits.device)
@@ -620,6 +690,7 @@ class ChoiceScorer:
 # ---------------------------------------------------------------------------------------------
 # One-call functions (rows = texts, one coefficient each)
 # ---------------------------------------------------------------------------------------------
+
 
 def next_token_logits(
     loaded: LoadedModel,
@@ -687,8 +758,9 @@ def next_token_states(
     coeff = _row_coefficients(coefficients, len(texts))
     keys = [float(c) for c in coeff]
     scorer = NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=len(texts), keys=keys)
-    out_rows, logits, states = scorer.run([(u, keys[items[0]]) for u, items in enumerate(scorer.units)],
-                                          return_states=True)
+    out_rows, logits, states = scorer.run(
+        [(u, keys[items[0]]) for u, items in enumerate(scorer.units)], return_states=True
+    )
     order = torch.argsort(torch.tensor([i for i, _ in out_rows]))
     return states[order].float().cpu(), logits[order].float().cpu()
 
@@ -712,7 +784,7 @@ def next_token_states_grid(
     todo = [(u, r) for r in grid for u in range(len(scorer.units))]
     slot = {r: k for k, r in enumerate(grid)}
     for start in range(0, len(todo), rows_per_call):
-        out_rows, lg, st = scorer.run(todo[start:start + rows_per_call], return_states=True)
+        out_rows, lg, st = scorer.run(todo[start : start + rows_per_call], return_states=True)
         if logits is None:
             logits = torch.empty((len(grid), n, lg.shape[-1]), dtype=torch.float32)
         for j, (i, r) in enumerate(out_rows):
@@ -721,8 +793,9 @@ def next_token_states_grid(
     return states, logits
 
 
-def layer_states(loaded: LoadedModel, texts: Sequence[str], batch_tokens: int = BATCH_TOKENS,
-                 plain_batch_rows: int = 16) -> torch.Tensor:
+def layer_states(
+    loaded: LoadedModel, texts: Sequence[str], batch_tokens: int = BATCH_TOKENS, plain_batch_rows: int = 16
+) -> torch.Tensor:
     """Unsteered last-token output of every decoder layer: float32 [n_texts, n_layers, d].
 
     Same numbers as ``output_hidden_states=True`` (``hidden_states[1:]`` at the last position,
@@ -778,5 +851,5 @@ def generate(
         kwargs.update(temperature=None, top_p=None, top_k=None)
     with steer(model, vector, layers, coeff):
         out = model.generate(**enc, **kwargs)
-    new = out[:, enc["input_ids"].shape[1]:]
+    new = out[:, enc["input_ids"].shape[1] :]
     return [tok.decode(row, skip_special_tokens=True) for row in new]

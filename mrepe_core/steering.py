@@ -6,12 +6,13 @@ per batch row. Hooks live only inside the ``steer`` context and the model object
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
-from .models import decoder_layers, exclusive, resolve_layers
+from . import hooks
+from .models import decoder_layers, resolve_layers
 from .vectors import SteeringVector
 
 
@@ -38,7 +39,8 @@ def steering_term(direction: torch.Tensor, coeff: torch.Tensor, hidden: torch.Te
     return c * v.view(1, 1, -1)
 
 
-def _make_hook(direction: torch.Tensor, coeff: torch.Tensor):
+def _cached_term(direction: torch.Tensor, coeff: torch.Tensor):
+    """``steering_term`` computed once per (device, dtype, rows) and reused for every call."""
     cache: dict[tuple, torch.Tensor] = {}
 
     def term(hidden: torch.Tensor) -> torch.Tensor:
@@ -47,13 +49,7 @@ def _make_hook(direction: torch.Tensor, coeff: torch.Tensor):
             cache[key] = steering_term(direction, coeff, hidden)
         return cache[key]
 
-    def hook(module, args, output):
-        if isinstance(output, tuple):
-            return (output[0] + term(output[0]),) + tuple(output[1:])
-        return output + term(output)
-
-    hook._mrepe_steering = True  # lets tests tell our hooks from transformers' own capture hooks
-    return hook
+    return term
 
 
 @contextmanager
@@ -71,20 +67,16 @@ def steer(
     """
     coeff = _as_coefficients(coefficients)
     blocks = decoder_layers(model)
-    with exclusive(model), ExitStack() as stack:
-        if vector is not None and not (coeff.ndim == 0 and float(coeff) == 0.0):
-            if vector.directions.shape[0] != len(blocks):
-                raise ValueError(
-                    f"The vector has {vector.directions.shape[0]} layers but the model has {len(blocks)}; "
-                    "it was extracted from another model."
-                )
-            chosen = resolve_layers(layers if layers is not None else vector.layers, len(blocks))
-            for layer in chosen:
-                # prepend: transformers 5 records output_hidden_states with its own forward hooks,
-                # which would otherwise run first and miss the vector added at this layer.
-                handle = blocks[layer].register_forward_hook(
-                    _make_hook(vector.directions[layer], coeff), prepend=True)
-                stack.callback(handle.remove)
+    terms = {}
+    if vector is not None and not (coeff.ndim == 0 and float(coeff) == 0.0):
+        if vector.directions.shape[0] != len(blocks):
+            raise ValueError(
+                f"The vector has {vector.directions.shape[0]} layers but the model has {len(blocks)}; "
+                "it was extracted from another model."
+            )
+        chosen = resolve_layers(layers if layers is not None else vector.layers, len(blocks))
+        terms = {blocks[layer]: _cached_term(vector.directions[layer], coeff) for layer in chosen}
+    with hooks.add_to_outputs(terms, model=model):
         yield
 
 
@@ -94,5 +86,4 @@ def active_hook_count(model: torch.nn.Module) -> int:
     transformers adds permanent output-capturing hooks of its own after the first call with
     ``output_hidden_states``; those are not counted.
     """
-    return sum(1 for block in decoder_layers(model) for h in block._forward_hooks.values()
-               if getattr(h, "_mrepe_steering", False))
+    return hooks.count(decoder_layers(model))

@@ -14,9 +14,9 @@ import json
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,13 @@ from . import __version__, bounds, datasets, metrics, prompts, runner
 from .config import SweepConfig, SweepConfigError  # noqa: F401  (re-exported: the sweep's public names)
 from .diagnostics import compare_with_fits, run_diagnostics
 from .models import LoadedModel, load_model, resolve_layers
-from .result_cache import (default_cache_dir, file_cache_key, folder_written_atomically,  # noqa: F401
-                           indexed_entry, write_index)
+from .result_cache import (
+    default_cache_dir,
+    file_cache_key,
+    folder_written_atomically,  # noqa: F401
+    indexed_entry,
+    write_index,
+)
 from .vectors import SteeringVector, extract_vector
 
 
@@ -67,12 +72,13 @@ class SweepResult:
             if self.diagnostics is not None:
                 self.diagnostics.to_csv(tmp / "diagnostics.csv", index=False)
             if self.noise_samples:
-                pd.DataFrame([(r, v) for r, vals in self.noise_samples.items() for v in vals],
-                             columns=["r_e", "value"]).to_csv(tmp / "diagnostics_noise.csv", index=False)
+                pd.DataFrame(
+                    [(r, v) for r, vals in self.noise_samples.items() for v in vals], columns=["r_e", "value"]
+                ).to_csv(tmp / "diagnostics_noise.csv", index=False)
         return out
 
     @classmethod
-    def load(cls, out_dir: str | Path) -> "SweepResult":
+    def load(cls, out_dir: str | Path) -> SweepResult:
         out = Path(out_dir)
         try:
             config = SweepConfig.from_dict(json.loads((out / "config.json").read_text()))
@@ -107,6 +113,7 @@ def _json_default(obj):
 # Planning
 # ---------------------------------------------------------------------------------------------
 
+
 def coarse_first(grid: list[float], stride: int = 4) -> list[float]:
     """Order a grid so a coarse, evenly spread subset (always with both ends and 0) comes first."""
     n = len(grid)
@@ -120,7 +127,7 @@ def plan_batches(n_items: int, grid: list[float], batch_size: int) -> list[list[
 
     An "item" is a work unit of the runner: one prompt, or several packed into one row."""
     rows = [(i, r) for r in coarse_first(grid) for i in range(n_items)]
-    return [rows[k:k + batch_size] for k in range(0, len(rows), batch_size)]
+    return [rows[k : k + batch_size] for k in range(0, len(rows), batch_size)]
 
 
 def cache_key(config: SweepConfig, loaded_fingerprint: str, data_hash: str) -> str:
@@ -173,7 +180,9 @@ def summarise(config: SweepConfig, agg: pd.DataFrame, n_choices: int = 4) -> dic
     hsel = agg[(agg.task == "helpfulness") & (agg.metric == "helpfulness") & (agg.subject == "mean")].sort_values("r_e")
     if len(hsel) >= 3:
         try:
-            help_fit = bounds.fit_helpfulness_bound(hsel.r_e.to_numpy(float), hsel.value.to_numpy(float), n_choices=n_choices)
+            help_fit = bounds.fit_helpfulness_bound(
+                hsel.r_e.to_numpy(float), hsel.value.to_numpy(float), n_choices=n_choices
+            )
             out["helpfulness_fit"] = help_fit.to_dict()
             h = hsel.value.to_numpy(float)
             r = hsel.r_e.to_numpy(float)
@@ -208,13 +217,19 @@ ProgressFn = Callable[[int, int, "SweepResult | None"], None]
 TOKENS_PER_BATCH_ROW = 128
 
 
-def _behavior_scorer(loaded, behavior, vector, layers, config) -> "runner.NextTokenScorer | None":
+def _behavior_scorer(loaded, behavior, vector, layers, config) -> runner.NextTokenScorer | None:
     """Prepared next-token work for the logit proxy (None in generation mode)."""
     if config.behavior_mode != "logit":
         return None
     texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
-    return runner.NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=config.batch_size,
-                                  batch_tokens=config.batch_size * TOKENS_PER_BATCH_ROW)
+    return runner.NextTokenScorer(
+        loaded,
+        texts,
+        vector,
+        layers,
+        plain_batch_rows=config.batch_size,
+        batch_tokens=config.batch_size * TOKENS_PER_BATCH_ROW,
+    )
 
 
 def _helpfulness_scorer(loaded, questions, vector, layers, config):
@@ -222,11 +237,19 @@ def _helpfulness_scorer(loaded, questions, vector, layers, config):
     budget = config.batch_size * TOKENS_PER_BATCH_ROW
     if config.helpfulness_format == "letter":
         texts = [prompts.mmlu_letter_prompt(q.question, list(q.choices), q.subject) for q in questions]
-        return runner.NextTokenScorer(loaded, texts, vector, layers, plain_batch_rows=config.batch_size,
-                                      batch_tokens=budget)
+        return runner.NextTokenScorer(
+            loaded, texts, vector, layers, plain_batch_rows=config.batch_size, batch_tokens=budget
+        )
     texts = [prompts.mmlu_cloze_prompt(q.question, q.subject) for q in questions]
-    return runner.ChoiceScorer(loaded, texts, [list(q.choices) for q in questions], vector, layers,
-                               plain_batch_rows=max(1, config.batch_size // 4), batch_tokens=budget)
+    return runner.ChoiceScorer(
+        loaded,
+        texts,
+        [list(q.choices) for q in questions],
+        vector,
+        layers,
+        plain_batch_rows=max(1, config.batch_size // 4),
+        batch_tokens=budget,
+    )
 
 
 class AnswerStates:
@@ -259,8 +282,9 @@ def _run_keeping(scorer, batch, keep: AnswerStates | None) -> tuple:
     return tuple(out)
 
 
-def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None,
-                   keep: AnswerStates | None = None) -> list[dict]:
+def _behavior_rows(
+    loaded, behavior, vector, layers, batch, config, scorer=None, keep: AnswerStates | None = None
+) -> list[dict]:
     """Rows for one batch: ``batch`` holds (unit, r_e) of ``scorer.units`` in logit mode and
     (item, r_e) in generation mode."""
     rows: list[dict] = []
@@ -276,8 +300,14 @@ def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None,
             b, mass = metrics.behavior_expectation_from_logits(logits[ks], pos, neg)
             for j, k in enumerate(ks):
                 i, r = out_rows[k]
-                rows.append(dict(r_e=r, task="behavior", metric="behavior_expectation", subject=behavior.name, item=i, value=b[j]))
-                rows.append(dict(r_e=r, task="behavior", metric="covered_mass", subject=behavior.name, item=i, value=mass[j]))
+                rows.append(
+                    dict(
+                        r_e=r, task="behavior", metric="behavior_expectation", subject=behavior.name, item=i, value=b[j]
+                    )
+                )
+                rows.append(
+                    dict(r_e=r, task="behavior", metric="covered_mass", subject=behavior.name, item=i, value=mass[j])
+                )
     else:
         texts = [prompts.render_chat(loaded.tokenizer, behavior.eval_prompts[i].user) for i, _ in batch]
         coeffs = [r for _, r in batch]
@@ -286,12 +316,22 @@ def _behavior_rows(loaded, behavior, vector, layers, batch, config, scorer=None,
         if text_scorer is None:
             raise SweepConfigError("Generation mode needs a built-in behaviour scorer; use the logit mode for uploads.")
         for (i, r), text in zip(batch, outs):
-            rows.append(dict(r_e=r, task="behavior", metric="behavior_expectation", subject=behavior.name, item=i,
-                             value=float(text_scorer(text))))
+            rows.append(
+                dict(
+                    r_e=r,
+                    task="behavior",
+                    metric="behavior_expectation",
+                    subject=behavior.name,
+                    item=i,
+                    value=float(text_scorer(text)),
+                )
+            )
     return rows
 
 
-def _helpfulness_rows(loaded, questions, batch, config, letter_ids, scorer, keep: AnswerStates | None = None) -> list[dict]:
+def _helpfulness_rows(
+    loaded, questions, batch, config, letter_ids, scorer, keep: AnswerStates | None = None
+) -> list[dict]:
     """Rows for one batch of (unit, r_e) of ``scorer.units``."""
     if config.helpfulness_format == "letter":
         out_rows, logits = _run_keeping(scorer, batch, keep)
@@ -314,8 +354,11 @@ def prepare(config: SweepConfig, loaded: LoadedModel | None = None, behavior: da
     loaded = loaded or load_model(config.model, device=config.device, dtype=config.dtype)
     if behavior is None:
         behavior = datasets.load_behavior(config.behavior, loaded.tokenizer, config.n_pairs, config.n_eval, config.seed)
-    questions = datasets.load_mmlu(config.helpfulness_subjects, config.mmlu_split,
-                                   config.n_questions_per_subject, config.seed) if config.n_questions_per_subject else []
+    questions = (
+        datasets.load_mmlu(config.helpfulness_subjects, config.mmlu_split, config.n_questions_per_subject, config.seed)
+        if config.n_questions_per_subject
+        else []
+    )
     return loaded, behavior, questions
 
 
@@ -346,7 +389,9 @@ def run_sweep(
             pass  # stale or corrupt: the full lookup below decides
     loaded, behavior, questions = prepare(config, loaded, behavior)
     t_load = time.perf_counter() - t0
-    data_hash = hashlib.sha256(json.dumps([behavior.data_hash, [(q.subject, q.question) for q in questions]]).encode()).hexdigest()[:16]
+    data_hash = hashlib.sha256(
+        json.dumps([behavior.data_hash, [(q.subject, q.question) for q in questions]]).encode()
+    ).hexdigest()[:16]
     key = cache_key(config, loaded.fingerprint, data_hash + ("" if vector is None else _vector_hash(vector)))
     entry = cache_path / key
     if use_cache and (entry / "summary.json").is_file():
@@ -360,7 +405,9 @@ def run_sweep(
     layers = resolve_layers(config.layers, loaded.n_layers)
     t1 = time.perf_counter()
     if vector is None:
-        vector = extract_vector(loaded, behavior.pairs, config.method, layers, behavior=behavior.name, template=behavior.template)
+        vector = extract_vector(
+            loaded, behavior.pairs, config.method, layers, behavior=behavior.name, template=behavior.template
+        )
     t_extract = time.perf_counter() - t1
     grid = config.r_grid()
     letter_ids = metrics.letter_token_ids(loaded.tokenizer) if config.helpfulness_format == "letter" else None
@@ -377,21 +424,32 @@ def run_sweep(
     times["helpfulness"] += time.perf_counter() - tb
     units = {"behavior": beh_units, "helpfulness": hel_scorer.units if hel_scorer else []}
     beh = [("behavior", b) for b in plan_batches(len(beh_units), grid, beh_per_batch)]
-    hel = [("helpfulness", b) for b in plan_batches(len(units["helpfulness"]), grid, hel_scorer.units_per_batch)] \
-        if hel_scorer else []
+    hel = (
+        [("helpfulness", b) for b in plan_batches(len(units["helpfulness"]), grid, hel_scorer.units_per_batch)]
+        if hel_scorer
+        else []
+    )
     # Interleave so that both curves fill in together (coarse grid first for each).
     ordered, i, j = [], 0, 0
     while i < len(beh) or j < len(hel):
         if i < len(beh) and (j >= len(hel) or i / max(len(beh), 1) <= j / max(len(hel), 1)):
-            ordered.append(beh[i]); i += 1
+            ordered.append(beh[i])
+            i += 1
         else:
-            ordered.append(hel[j]); j += 1
+            ordered.append(hel[j])
+            j += 1
     rows: list[dict] = []
     check_grid = diagnostic_grid(grid) if config.n_diagnostics and any(r != 0.0 for r in grid) else []
-    keep_beh = AnswerStates(min(config.n_diagnostics, len(behavior.eval_prompts)), check_grid) \
-        if check_grid and beh_scorer is not None else None
-    keep_hel = AnswerStates(min(config.n_diagnostics, len(questions)), check_grid) \
-        if check_grid and hel_scorer is not None and hel_scorer.provides_states else None
+    keep_beh = (
+        AnswerStates(min(config.n_diagnostics, len(behavior.eval_prompts)), check_grid)
+        if check_grid and beh_scorer is not None
+        else None
+    )
+    keep_hel = (
+        AnswerStates(min(config.n_diagnostics, len(questions)), check_grid)
+        if check_grid and hel_scorer is not None and hel_scorer.provides_states
+        else None
+    )
 
     def n_rows(task: str, batch) -> int:
         return sum(len(units[task][u]) for u, _ in batch)
@@ -415,35 +473,61 @@ def run_sweep(
                 agg = aggregate(items)
                 partial = SweepResult(config, agg, items, {}, vector, complete=False)
             progress(done, total, partial)
-    items = pd.DataFrame(rows, columns=ITEM_COLUMNS).sort_values(["task", "metric", "subject", "item", "r_e"]).reset_index(drop=True)
+    items = (
+        pd.DataFrame(rows, columns=ITEM_COLUMNS)
+        .sort_values(["task", "metric", "subject", "item", "r_e"])
+        .reset_index(drop=True)
+    )
     agg = aggregate(items)
     summary = summarise(config, agg)
-    summary.update({
-        "config": config.to_dict(),
-        "model": {"name": loaded.name, "source": loaded.source, "n_layers": loaded.n_layers,
-                  "hidden_size": loaded.hidden_size, "dtype": str(loaded.dtype).replace("torch.", ""),
-                  "device": str(loaded.device)},
-        "layers": layers,
-        "n_behavior_prompts": len(behavior.eval_prompts), "n_questions": len(questions),
-        "n_contrast_pairs": len(behavior.pairs),
-        "timings": {"load_s": round(t_load, 3), "extract_s": round(t_extract, 3),
-                    "behavior_s": round(times["behavior"], 3), "helpfulness_s": round(times["helpfulness"], 3),
-                    "total_s": round(time.perf_counter() - t0, 3)},
-        "version": __version__,
-    })
+    summary.update(
+        {
+            "config": config.to_dict(),
+            "model": {
+                "name": loaded.name,
+                "source": loaded.source,
+                "n_layers": loaded.n_layers,
+                "hidden_size": loaded.hidden_size,
+                "dtype": str(loaded.dtype).replace("torch.", ""),
+                "device": str(loaded.device),
+            },
+            "layers": layers,
+            "n_behavior_prompts": len(behavior.eval_prompts),
+            "n_questions": len(questions),
+            "n_contrast_pairs": len(behavior.pairs),
+            "timings": {
+                "load_s": round(t_load, 3),
+                "extract_s": round(t_extract, 3),
+                "behavior_s": round(times["behavior"], 3),
+                "helpfulness_s": round(times["helpfulness"], 3),
+                "total_s": round(time.perf_counter() - t0, 3),
+            },
+            "version": __version__,
+        }
+    )
     diag_rows = noise = None
     if check_grid:
         td = time.perf_counter()
         # States the sweep could not keep (generation mode, plain path, r_e = 0 off the grid) are
         # computed by the checks' own passes.
         diag = run_diagnostics(
-            loaded, vector, layers, questions[: config.n_diagnostics], _subset(behavior, config.n_diagnostics),
-            check_grid, helpfulness_format=config.helpfulness_format,
+            loaded,
+            vector,
+            layers,
+            questions[: config.n_diagnostics],
+            _subset(behavior, config.n_diagnostics),
+            check_grid,
+            helpfulness_format=config.helpfulness_format,
             question_states=keep_hel.by_coefficient() if keep_hel is not None else None,
-            behavior_states=keep_beh.by_coefficient() if keep_beh is not None else None)
+            behavior_states=keep_beh.by_coefficient() if keep_beh is not None else None,
+        )
         diag_rows, noise = diag.rows, diag.noise_samples
-        summary["diagnostics"] = {**diag.estimates, "comparison_with_fits": compare_with_fits(
-            diag.estimates, summary.get("alignment_fit"), summary.get("helpfulness_fit"))}
+        summary["diagnostics"] = {
+            **diag.estimates,
+            "comparison_with_fits": compare_with_fits(
+                diag.estimates, summary.get("alignment_fit"), summary.get("helpfulness_fit")
+            ),
+        }
         summary["timings"]["diagnostics_s"] = round(time.perf_counter() - td, 3)
         summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
     result = SweepResult(config, agg, items, summary, vector, diagnostics=diag_rows, noise_samples=noise)
@@ -456,7 +540,7 @@ def run_sweep(
     return result
 
 
-def _from_cache(entry: Path, t0: float) -> "SweepResult":
+def _from_cache(entry: Path, t0: float) -> SweepResult:
     res = SweepResult.load(entry)
     res.from_cache = True
     res.summary.setdefault("timings", {})["served_from_cache_s"] = round(time.perf_counter() - t0, 3)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -58,13 +58,14 @@ class SteeringVector:
             base = base.with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
         tensor_path, meta_path = base.with_suffix(".safetensors"), base.with_suffix(".json")
-        save_file({"directions": self.directions.contiguous()}, str(tensor_path),
-                  metadata={"format": "mrepe-steering-vector"})
+        save_file(
+            {"directions": self.directions.contiguous()}, str(tensor_path), metadata={"format": "mrepe-steering-vector"}
+        )
         meta_path.write_text(json.dumps({"layers": self.layers, "metadata": self.metadata}, indent=2))
         return tensor_path, meta_path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SteeringVector":
+    def load(cls, path: str | Path) -> SteeringVector:
         """Load from safetensors + JSON (never pickle); malformed files raise VectorFileError."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -91,8 +92,11 @@ class SteeringVector:
                 raise VectorFileError(f"{meta_path.name} is not valid JSON: {exc}") from exc
             if not isinstance(meta, dict) or not isinstance(meta.get("layers", []), list):
                 raise VectorFileError(f"{meta_path.name} must be an object with a 'layers' list.")
-        return cls(tensors["directions"], meta.get("layers") or list(range(tensors["directions"].shape[0])),
-                   meta.get("metadata") or {})
+        return cls(
+            tensors["directions"],
+            meta.get("layers") or list(range(tensors["directions"].shape[0])),
+            meta.get("metadata") or {},
+        )
 
 
 def pca_direction(diffs: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -184,9 +188,14 @@ def extract_vector(
     directions, stats = directions_from_diffs(diffs, method)
     chosen = resolve_layers(layers, loaded.n_layers)
     meta = {
-        "model": loaded.name, "model_fingerprint": loaded.fingerprint, "method": method,
-        "behavior": behavior, "prompt_template": template, "n_pairs": len(pairs),
-        "dataset_hash": dataset_hash(pairs), "position": "last_token",
+        "model": loaded.name,
+        "model_fingerprint": loaded.fingerprint,
+        "method": method,
+        "behavior": behavior,
+        "prompt_template": template,
+        "n_pairs": len(pairs),
+        "dataset_hash": dataset_hash(pairs),
+        "position": "last_token",
         "per_layer_statistic": [round(s, 6) for s in stats],
         "statistic": "explained second moment" if method == "pca" else "fraction of pairs with positive projection",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -11,9 +11,9 @@ import logging
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import gradio as gr
 
@@ -74,8 +74,10 @@ def user_errors(what: str = "") -> Iterator[None]:
         raise gr.Error(f"{what}: {error_message(exc)}" if what else error_message(exc), duration=15) from exc
     except Exception as exc:  # a bug, not a user error: keep the traceback in the log
         log.exception("%s failed", what or "request")
-        raise gr.Error(f"{what or 'Request'} failed unexpectedly ({type(exc).__name__}: {exc}). "
-                       "See the server log for details.", duration=15) from exc
+        raise gr.Error(
+            f"{what or 'Request'} failed unexpectedly ({type(exc).__name__}: {exc}). See the server log for details.",
+            duration=15,
+        ) from exc
 
 
 def reports_errors(what: str) -> Callable[[Callable], Callable]:
@@ -274,7 +276,7 @@ def marker_move_js(chart_ids: Sequence[str]) -> str:
   if (ks[0] >= 0 && meta && meta.readouts) return meta.readouts[ks[0]];
   return '**r_e = ' + Number(v.toPrecision(3)) + '** · …';
 }
-""" % (json.dumps(list(chart_ids)),)
+""" % (json.dumps(list(chart_ids)),)  # noqa: UP031
 
 
 def plotly_script_url() -> str:
@@ -348,11 +350,17 @@ def plotly_chart(fig=None, *, label: str, elem_id: str, height: int = CHART_HEIG
     """A chart component drawn with plotly's basic bundle; update it with ``chart_value(fig)``."""
     register_static()
     return gr.HTML(
-        chart_value(fig), label=label, show_label=True, container=True, elem_id=elem_id,
+        chart_value(fig),
+        label=label,
+        show_label=True,
+        container=True,
+        elem_id=elem_id,
         # contain: redraws only lay out the chart's own subtree, not the whole (large) page.
-        html_template=(f'<div class="mrepe-chart" style="width:100%;height:{int(height)}px;'
-                       'contain:strict"></div>'),
-        js_on_load=_CHART_JS, apply_default_css=False, head=plotly_head(), **kwargs,
+        html_template=(f'<div class="mrepe-chart" style="width:100%;height:{int(height)}px;contain:strict"></div>'),
+        js_on_load=_CHART_JS,
+        apply_default_css=False,
+        head=plotly_head(),
+        **kwargs,
     )
 
 
@@ -361,8 +369,23 @@ def message_figure(text: str, height: int = 360):
     import plotly.graph_objects as go
 
     # A plain layout dict: plotly's named templates cost ~0.2 s per figure to expand.
-    return go.Figure(layout=dict(
-        height=height, paper_bgcolor="white", plot_bgcolor="white", xaxis=dict(visible=False),
-        yaxis=dict(visible=False),
-        annotations=[dict(text=text, x=0.5, y=0.5, xref="paper", yref="paper", showarrow=False,
-                          font=dict(size=14, color="#666"))]))
+    return go.Figure(
+        layout=dict(
+            height=height,
+            paper_bgcolor="white",
+            plot_bgcolor="white",
+            xaxis=dict(visible=False),
+            yaxis=dict(visible=False),
+            annotations=[
+                dict(
+                    text=text,
+                    x=0.5,
+                    y=0.5,
+                    xref="paper",
+                    yref="paper",
+                    showarrow=False,
+                    font=dict(size=14, color="#666"),
+                )
+            ],
+        )
+    )

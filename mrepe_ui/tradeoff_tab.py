@@ -26,13 +26,34 @@ from mrepe_core import datasets, prompts, runner
 from mrepe_core.bounds import AlignmentFit, EfficientRegime, HelpfulnessFit
 from mrepe_core.config import MAX_GRID
 from mrepe_core.models import DEFAULT_MODEL, load_model, resolve_layers
-from mrepe_core.plots import (PlotDataError, behavior_figure, helpfulness_figure, interpolate_at, marker_frames,
-                              tradeoff_figure)
+from mrepe_core.plots import (
+    PlotDataError,
+    behavior_figure,
+    helpfulness_figure,
+    interpolate_at,
+    marker_frames,
+    tradeoff_figure,
+)
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
 from mrepe_core.sweep import SweepCancelled, SweepConfig, SweepResult, run_sweep
 
-from .common import (EXPORT_QUEUE, MODEL_QUEUE, chart_value, error_message, message_figure, export_root, fmt, gpu, log,
-                     marker_move_js, new_export_dir, plotly_chart, read_upload, reports_errors, user_errors)
+from .common import (
+    EXPORT_QUEUE,
+    MODEL_QUEUE,
+    chart_value,
+    error_message,
+    export_root,
+    fmt,
+    gpu,
+    log,
+    marker_move_js,
+    message_figure,
+    new_export_dir,
+    plotly_chart,
+    read_upload,
+    reports_errors,
+    user_errors,
+)
 
 CUSTOM = "custom"
 N_CHOICES = 4  # MMLU questions have four options: chance = 1/4
@@ -106,7 +127,7 @@ class TradeoffSession:
     # so slider moves reuse them instead of rebuilding 3 x ~160 markers per release.
     marker_cache: tuple | None = field(default=None, repr=False)
 
-    def __deepcopy__(self, memo) -> "TradeoffSession":
+    def __deepcopy__(self, memo) -> TradeoffSession:
         # gr.State deep-copies its initial value per session: share the (never mutated) result,
         # give each session its own cancel switch and export folders.
         return TradeoffSession(result=self.result, label=self.label, fits=self.fits, r_e=self.r_e)
@@ -117,7 +138,7 @@ class TradeoffSession:
         self.r_e = initial_r_e(result, self.fits)
 
 
-def cleanup_session(session: "TradeoffSession | None") -> None:
+def cleanup_session(session: TradeoffSession | None) -> None:
     """gr.State delete callback: stop a running sweep and remove the session's export files."""
     if not isinstance(session, TradeoffSession):
         return
@@ -166,10 +187,9 @@ def initial_r_e(result: SweepResult, fits: Fits) -> float:
     return snap(best, lo, hi, slider_step(lo, hi))
 
 
-
-
-def build_figures(result: SweepResult | None, fits: Fits, r_e: float | None,
-                  grid: list[float] | None = None) -> tuple[go.Figure, go.Figure, go.Figure]:
+def build_figures(
+    result: SweepResult | None, fits: Fits, r_e: float | None, grid: list[float] | None = None
+) -> tuple[go.Figure, go.Figure, go.Figure]:
     """Behaviour, helpfulness and trade-off charts with the marker at ``r_e`` (cheap: no model);
     with ``grid``, each also carries its marker at every r_e of the grid (``marker_frames``)."""
     if result is None or result.aggregates.empty:
@@ -182,9 +202,14 @@ def build_figures(result: SweepResult | None, fits: Fits, r_e: float | None,
         lambda: helpfulness_figure(agg, fits.helpfulness, n_choices=N_CHOICES, marker_r_e=r_e, marker_grid=grid),
         lambda: tradeoff_figure(agg, fits.regime, marker_r_e=r_e, marker_grid=grid),
     )
-    for build, empty in zip(builders, ("No behaviour rows in this result.",
-                                       "No helpfulness rows (no MMLU subjects chosen).",
-                                       "The trade-off needs both behaviour and helpfulness rows.")):
+    for build, empty in zip(
+        builders,
+        (
+            "No behaviour rows in this result.",
+            "No helpfulness rows (no MMLU subjects chosen).",
+            "The trade-off needs both behaviour and helpfulness rows.",
+        ),
+    ):
         try:
             figs.append(build())
         except PlotDataError as exc:
@@ -218,8 +243,11 @@ def readout_table(result: SweepResult, fits: Fits, grid: list[float]) -> list[st
 
 
 def _readout_curves(result: SweepResult):
-    return (_curve(result, "behavior", "behavior_expectation"),
-            _curve(result, "helpfulness", "helpfulness", "mean"), r_range(result))
+    return (
+        _curve(result, "behavior", "behavior_expectation"),
+        _curve(result, "helpfulness", "helpfulness", "mean"),
+        r_range(result),
+    )
 
 
 def _readout(curves, fits: Fits, r_e: float) -> str:
@@ -237,8 +265,10 @@ def _readout(curves, fits: Fits, r_e: float) -> str:
         parts.append(f"outside the computed range [{fmt(lo)}, {fmt(hi)}]")
     if fits.regime is not None and math.isfinite(fits.regime.r_min) and math.isfinite(fits.regime.r_max):
         inside = fits.regime.r_min <= r_e <= fits.regime.r_max
-        parts.append(f"{'inside' if inside else 'outside'} the efficient regime "
-                     f"[{fmt(fits.regime.r_min)}, {fmt(fits.regime.r_max)}]")
+        parts.append(
+            f"{'inside' if inside else 'outside'} the efficient regime "
+            f"[{fmt(fits.regime.r_min)}, {fmt(fits.regime.r_max)}]"
+        )
     return " · ".join(parts)
 
 
@@ -250,19 +280,27 @@ def summary_markdown(result: SweepResult | None, fits: Fits, label: str = "") ->
     lines = [f"#### {label or c.name or 'Sweep'}{'' if result.complete else ' (partial)'}"]
     model = s.get("model") or {}
     layers = s.get("layers")
-    lines.append(f"Model `{model.get('name', c.model)}` · behaviour `{c.behavior}` · {c.method} vector · "
-                 f"layers {_layer_text(layers) if layers else c.layers} · r_e ∈ [{fmt(c.r_min)}, {fmt(c.r_max)}] "
-                 f"in {c.r_steps} steps · helpfulness: {', '.join(c.helpfulness_subjects) or 'none'} ({c.helpfulness_format})")
+    lines.append(
+        f"Model `{model.get('name', c.model)}` · behaviour `{c.behavior}` · {c.method} vector · "
+        f"layers {_layer_text(layers) if layers else c.layers} · r_e ∈ [{fmt(c.r_min)}, {fmt(c.r_max)}] "
+        f"in {c.r_steps} steps · helpfulness: {', '.join(c.helpfulness_subjects) or 'none'} ({c.helpfulness_format})"
+    )
     a, h, g = fits.alignment, fits.helpfulness, fits.regime
     if a is not None:
-        lines.append(f"- **Theorem 1** B(r) = tanh(Δλ·r + artanh B0): Δλ = {fmt(a.delta_lambda)}, "
-                     f"B0 = {fmt(a.b0)}, R² = {fmt(a.r2)}")
+        lines.append(
+            f"- **Theorem 1** B(r) = tanh(Δλ·r + artanh B0): Δλ = {fmt(a.delta_lambda)}, "
+            f"B0 = {fmt(a.b0)}, R² = {fmt(a.r2)}"
+        )
     if h is not None:
-        lines.append(f"- **Theorem 2** helpfulness bound: P0 = {fmt(h.p0)}, α = {fmt(h.alpha)} (held fixed), "
-                     f"λσβ = {fmt(h.lambda_sigma_beta)}, R² = {fmt(h.r2)}")
+        lines.append(
+            f"- **Theorem 2** helpfulness bound: P0 = {fmt(h.p0)}, α = {fmt(h.alpha)} (held fixed), "
+            f"λσβ = {fmt(h.lambda_sigma_beta)}, R² = {fmt(h.r2)}"
+        )
     if g is not None:
-        lines.append(f"- **Efficient regime** r_e ∈ [{fmt(g.r_min)}, {fmt(g.r_max)}] ({g.gain} gain ≥ {fmt(g.threshold)}); "
-                     f"recommended r_e = {fmt(g.best_r_e)}")
+        lines.append(
+            f"- **Efficient regime** r_e ∈ [{fmt(g.r_min)}, {fmt(g.r_max)}] ({g.gain} gain ≥ {fmt(g.threshold)}); "
+            f"recommended r_e = {fmt(g.best_r_e)}"
+        )
     if result.complete and a is None and h is None:
         lines.append("- No bound could be fitted (too few points).")
     notes = list(dict.fromkeys(s.get("notes") or []))
@@ -271,9 +309,11 @@ def summary_markdown(result: SweepResult | None, fits: Fits, label: str = "") ->
     t = s.get("timings") or {}
     if t:
         total = t.get("total_s", t.get("served_from_cache_s"))
-        lines.append(f"\n<sub>computed in {fmt(total)} s{' (from cache)' if result.from_cache else ''}; "
-                     f"{s.get('n_behavior_prompts', '?')} behaviour prompts, {s.get('n_questions', '?')} questions, "
-                     f"{s.get('n_contrast_pairs', '?')} contrast pairs</sub>")
+        lines.append(
+            f"\n<sub>computed in {fmt(total)} s{' (from cache)' if result.from_cache else ''}; "
+            f"{s.get('n_behavior_prompts', '?')} behaviour prompts, {s.get('n_questions', '?')} questions, "
+            f"{s.get('n_contrast_pairs', '?')} contrast pairs</sub>"
+        )
     return "\n".join(lines)
 
 
@@ -310,8 +350,13 @@ def marker_tables(session: TradeoffSession) -> list[dict | None]:
 def view(session: TradeoffSession) -> tuple:
     """Charts (plotly JSON), readout and summary for what the session shows."""
     b, h, t = chart_values(session, session.r_e)
-    return b, h, t, readout_markdown(session.result, session.fits, session.r_e), summary_markdown(
-        session.result, session.fits, session.label)
+    return (
+        b,
+        h,
+        t,
+        readout_markdown(session.result, session.fits, session.r_e),
+        summary_markdown(session.result, session.fits, session.label),
+    )
 
 
 def slider_update(session: TradeoffSession) -> dict:
@@ -341,8 +386,11 @@ def available_presets() -> dict[str, Preset]:
 def preset_result(preset: Preset) -> SweepResult | None:
     """Precomputed results of a preset, read once per file version and shared by all sessions."""
     marker = preset.results_dir / "results.csv" if preset.results_dir else None
-    key = (str(preset.path), preset.path.stat().st_mtime,
-           marker.stat().st_mtime if marker is not None and marker.is_file() else None)
+    key = (
+        str(preset.path),
+        preset.path.stat().st_mtime,
+        marker.stat().st_mtime if marker is not None and marker.is_file() else None,
+    )
     with _PRESET_LOCK:
         if key not in _PRESET_CACHE:
             _PRESET_CACHE[key] = preset.load_results()
@@ -366,8 +414,10 @@ def open_preset(name: str, session: TradeoffSession | None) -> TradeoffSession:
     with user_errors(f"Preset {name}"):
         result = preset_result(preset)
     if result is None:
-        raise gr.Error(f"Preset {name} ships no precomputed results ({preset.results_dir or 'no results: entry'}). "
-                       "Open 'Build an experiment' and press Run sweep to compute them.")
+        raise gr.Error(
+            f"Preset {name} ships no precomputed results ({preset.results_dir or 'no results: entry'}). "
+            "Open 'Build an experiment' and press Run sweep to compute them."
+        )
     session.show(result, name)
     return session
 
@@ -401,14 +451,28 @@ def grid_steps(r_min: float, r_max: float, r_step: float) -> int:
     steps = max(steps, 2)
     spacing = (r_max - r_min) / (steps - 1)
     if abs(spacing - r_step) > 0.01 * r_step:
-        gr.Warning(f"r_e step {r_step:g} does not divide [{r_min:g}, {r_max:g}]; using {steps} points "
-                   f"{spacing:.4g} apart so the grid ends at r_e max.")
+        gr.Warning(
+            f"r_e step {r_step:g} does not divide [{r_min:g}, {r_max:g}]; using {steps} points "
+            f"{spacing:.4g} apart so the grid ends at r_e max."
+        )
     return steps
 
 
-def build_config(model: str, behavior: str, method: str, first_layer: float, last_layer: float,
-                 r_min: float, r_max: float, r_step: float, subjects: list[str] | None, help_format: str,
-                 n_pairs: float, n_eval: float, n_questions: float) -> SweepConfig:
+def build_config(
+    model: str,
+    behavior: str,
+    method: str,
+    first_layer: float,
+    last_layer: float,
+    r_min: float,
+    r_max: float,
+    r_step: float,
+    subjects: list[str] | None,
+    help_format: str,
+    n_pairs: float,
+    n_eval: float,
+    n_questions: float,
+) -> SweepConfig:
     """The SweepConfig the form describes; invalid fields raise gr.Error naming the field."""
     first, last = int(first_layer), int(last_layer)
     if last < first:
@@ -416,11 +480,20 @@ def build_config(model: str, behavior: str, method: str, first_layer: float, las
     steps = grid_steps(float(r_min), float(r_max), float(r_step))
     with user_errors("Experiment settings"):
         return SweepConfig(
-            model=(model or "").strip() or DEFAULT_MODEL, behavior=behavior or "harmless", method=method,
-            layers=f"{first}:{last + 1}", r_min=float(r_min), r_max=float(r_max), r_steps=steps,
-            n_pairs=int(n_pairs), n_eval=int(n_eval), helpfulness_subjects=list(subjects or []),
-            helpfulness_format=help_format, n_questions_per_subject=int(n_questions) if subjects else 0,
-            name="custom sweep")
+            model=(model or "").strip() or DEFAULT_MODEL,
+            behavior=behavior or "harmless",
+            method=method,
+            layers=f"{first}:{last + 1}",
+            r_min=float(r_min),
+            r_max=float(r_max),
+            r_steps=steps,
+            n_pairs=int(n_pairs),
+            n_eval=int(n_eval),
+            helpfulness_subjects=list(subjects or []),
+            helpfulness_format=help_format,
+            n_questions_per_subject=int(n_questions) if subjects else 0,
+            name="custom sweep",
+        )
 
 
 def parse_upload(file) -> datasets.Behavior:
@@ -430,7 +503,8 @@ def parse_upload(file) -> datasets.Behavior:
     if not behavior.eval_prompts:
         raise datasets.DataValidationError(
             f"{name} has {len(behavior.pairs)} contrast pairs but no evaluation rows; add rows with kind=eval, "
-            "a prompt and aligned/misaligned answer starts (see the template) so B can be measured.")
+            "a prompt and aligned/misaligned answer starts (see the template) so B can be measured."
+        )
     return behavior
 
 
@@ -442,8 +516,10 @@ def check_upload(file) -> str:
         behavior = parse_upload(file)
     except ValueError as exc:
         raise gr.Error(f"Upload rejected: {error_message(exc)}", duration=20) from exc
-    return (f"✓ {behavior.meta.get('file', 'upload')}: {len(behavior.pairs)} contrast pairs, "
-            f"{len(behavior.eval_prompts)} evaluation prompts. Choose behaviour 'custom' and run the sweep.")
+    return (
+        f"✓ {behavior.meta.get('file', 'upload')}: {len(behavior.pairs)} contrast pairs, "
+        f"{len(behavior.eval_prompts)} evaluation prompts. Choose behaviour 'custom' and run the sweep."
+    )
 
 
 def template_file() -> str:
@@ -464,8 +540,10 @@ def inspect_model(spec: str, first_layer: float = 0, last_layer: float = 0):
     spec = (spec or "").strip() or DEFAULT_MODEL
     loaded = _load(spec)
     n = loaded.n_layers
-    info = (f"`{spec}`: {n} decoder layers, hidden size {loaded.hidden_size}, {str(loaded.dtype).replace('torch.', '')} "
-            f"on {loaded.device}{'' if loaded.has_chat_template else ' · no chat template (plain User:/Assistant: format)'}")
+    info = (
+        f"`{spec}`: {n} decoder layers, hidden size {loaded.hidden_size}, {str(loaded.dtype).replace('torch.', '')} "
+        f"on {loaded.device}{'' if loaded.has_chat_template else ' · no chat template (plain User:/Assistant: format)'}"
+    )
     first = min(int(first_layer or 0), n - 1)
     last = min(max(int(last_layer or 0), first), n - 1)
     return gr.update(maximum=n - 1, value=first), gr.update(maximum=n - 1, value=last), info
@@ -484,14 +562,25 @@ def form_values(session: TradeoffSession, current_prompt: str = "") -> tuple:
         layers = [0, n_layers - 1]
     step = (c.r_max - c.r_min) / max(c.r_steps - 1, 1)
     behavior = c.behavior if c.behavior in datasets.BUILTIN_BEHAVIORS else CUSTOM
-    return (gr.update(value=c.model), gr.update(value=behavior), gr.update(value=c.method),
-            gr.update(maximum=n_layers - 1, value=layers[0]), gr.update(maximum=n_layers - 1, value=layers[-1]),
-            gr.update(value=c.r_min), gr.update(value=c.r_max), gr.update(value=round(step, 6)),
-            gr.update(value=list(c.helpfulness_subjects)), gr.update(value=c.helpfulness_format),
-            gr.update(value=c.n_pairs), gr.update(value=c.n_eval), gr.update(value=c.n_questions_per_subject),
-            gr.update(value=DEFAULT_PROMPTS.get(c.behavior, current_prompt))
-            if (current_prompt or "").strip() in ("", *DEFAULT_PROMPTS.values()) else gr.update(),
-            f"{n_layers} decoder layers (from the results)")
+    return (
+        gr.update(value=c.model),
+        gr.update(value=behavior),
+        gr.update(value=c.method),
+        gr.update(maximum=n_layers - 1, value=layers[0]),
+        gr.update(maximum=n_layers - 1, value=layers[-1]),
+        gr.update(value=c.r_min),
+        gr.update(value=c.r_max),
+        gr.update(value=round(step, 6)),
+        gr.update(value=list(c.helpfulness_subjects)),
+        gr.update(value=c.helpfulness_format),
+        gr.update(value=c.n_pairs),
+        gr.update(value=c.n_eval),
+        gr.update(value=c.n_questions_per_subject),
+        gr.update(value=DEFAULT_PROMPTS.get(c.behavior, current_prompt))
+        if (current_prompt or "").strip() in ("", *DEFAULT_PROMPTS.values())
+        else gr.update(),
+        f"{n_layers} decoder layers (from the results)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,8 +593,24 @@ def _compute_sweep(config: SweepConfig, behavior, progress, cancel: threading.Ev
     return run_sweep(config, progress=progress, behavior=behavior, cancel=cancel, partial_every=1)
 
 
-def run_sweep_stream(model, behavior, upload, method, first_layer, last_layer, r_min, r_max, r_step, subjects,
-                     help_format, n_pairs, n_eval, n_questions, session, progress=gr.Progress()):
+def run_sweep_stream(
+    model,
+    behavior,
+    upload,
+    method,
+    first_layer,
+    last_layer,
+    r_min,
+    r_max,
+    r_step,
+    subjects,
+    help_format,
+    n_pairs,
+    n_eval,
+    n_questions,
+    session,
+    progress=gr.Progress(),
+):
     """API ``/run_sweep``: stream (plots, slider, readout, summary, status) as the grid fills in.
 
     The sweep runs in a worker thread; this generator relays its progress. Closing the generator
@@ -513,16 +618,30 @@ def run_sweep_stream(model, behavior, upload, method, first_layer, last_layer, r
     next batch.
     """
     session = session if isinstance(session, TradeoffSession) else TradeoffSession()
-    config = build_config(model, behavior, method, first_layer, last_layer, r_min, r_max, r_step, subjects,
-                          help_format, n_pairs, n_eval, n_questions)
+    config = build_config(
+        model,
+        behavior,
+        method,
+        first_layer,
+        last_layer,
+        r_min,
+        r_max,
+        r_step,
+        subjects,
+        help_format,
+        n_pairs,
+        n_eval,
+        n_questions,
+    )
     custom = None
     if behavior == CUSTOM:
         if upload is None:
             raise gr.Error("Behaviour 'custom' needs an uploaded CSV/JSONL of contrast pairs (download the template).")
         with user_errors("Upload"):
             custom = parse_upload(upload)
-        config = dataclasses.replace(config, n_pairs=min(max(len(custom.pairs), 2), 2000),
-                                     n_eval=min(max(len(custom.eval_prompts), 1), 2000))
+        config = dataclasses.replace(
+            config, n_pairs=min(max(len(custom.pairs), 2), 2000), n_eval=min(max(len(custom.eval_prompts), 1), 2000)
+        )
     cancel = threading.Event()
     if session.cancel is not None:
         session.cancel.set()  # a new sweep replaces this session's previous one
@@ -562,15 +681,25 @@ def run_sweep_stream(model, behavior, upload, method, first_layer, last_layer, r
                         last_draw = time.perf_counter()
                         session.show(partial, label)
                         b, h, t, readout, summary = view(session)
-                        yield (session, b, h, t, slider_update(session), readout, summary,
-                               f"⏳ {done}/{total} rows ({100 * done / max(total, 1):.0f}%) — curves fill in "
-                               "coarse grid first, then refine")
+                        yield (
+                            session,
+                            b,
+                            h,
+                            t,
+                            slider_update(session),
+                            readout,
+                            summary,
+                            f"⏳ {done}/{total} rows ({100 * done / max(total, 1):.0f}%) — curves fill in "
+                            "coarse grid first, then refine",
+                        )
             elif kind == "done":
                 session.show(msg[1], label)
                 b, h, t, readout, summary = view(session)
-                took = (msg[1].summary.get("timings") or {})
-                status = (f"✓ Done{' (from cache)' if msg[1].from_cache else ''} in "
-                          f"{fmt(took.get('total_s', took.get('served_from_cache_s')))} s.")
+                took = msg[1].summary.get("timings") or {}
+                status = (
+                    f"✓ Done{' (from cache)' if msg[1].from_cache else ''} in "
+                    f"{fmt(took.get('total_s', took.get('served_from_cache_s')))} s."
+                )
                 yield (session, b, h, t, slider_update(session), readout, summary, status)
                 return
             else:
@@ -585,8 +714,9 @@ def run_sweep_stream(model, behavior, upload, method, first_layer, last_layer, r
                 if isinstance(exc, ValueError):
                     raise gr.Error(f"Sweep: {error_message(exc)}", duration=20) from exc
                 log.error("sweep failed", exc_info=exc)
-                raise gr.Error(f"Sweep failed unexpectedly ({type(exc).__name__}: {exc}). See the server log.",
-                               duration=20) from exc
+                raise gr.Error(
+                    f"Sweep failed unexpectedly ({type(exc).__name__}: {exc}). See the server log.", duration=20
+                ) from exc
     finally:
         cancel.set()  # no-op after a finished sweep; stops the worker when the stream is abandoned
 
@@ -618,13 +748,15 @@ def set_coefficient(r_e: float, session: TradeoffSession | None):
 
 
 @gpu
-def _generate_pair(model: str, device: str, dtype: str, vector, layers, prompt: str, r_e: float,
-                   max_new_tokens: int) -> tuple[str, str]:
+def _generate_pair(
+    model: str, device: str, dtype: str, vector, layers, prompt: str, r_e: float, max_new_tokens: int
+) -> tuple[str, str]:
     loaded = load_model(model, device=device, dtype=dtype)
     text = prompts.render_chat(loaded.tokenizer, prompt)
     # One batch, one coefficient per row: the unsteered row runs in the very same forward passes.
-    unsteered, steered = runner.generate(loaded, [text, text], vector, layers, [0.0, r_e],
-                                         max_new_tokens=max_new_tokens)
+    unsteered, steered = runner.generate(
+        loaded, [text, text], vector, layers, [0.0, r_e], max_new_tokens=max_new_tokens
+    )
     return unsteered, steered
 
 
@@ -672,8 +804,12 @@ def write_result_files(result: SweepResult, out: Path) -> list[str]:
     files = [out / "results.csv", out / "items.csv", out / "results.json"]
     result.aggregates.to_csv(files[0], index=False)
     result.items.to_csv(files[1], index=False)
-    doc = {"config": result.config.to_dict(), "summary": result.summary, "complete": result.complete,
-           "results": result.aggregates.to_dict(orient="records")}
+    doc = {
+        "config": result.config.to_dict(),
+        "summary": result.summary,
+        "complete": result.complete,
+        "results": result.aggregates.to_dict(orient="records"),
+    }
     files[2].write_text(json.dumps(doc, indent=2, default=_json_default), encoding="utf-8")
     if result.vector is not None:
         files.extend(result.vector.save(out / "steering_vector"))
@@ -711,8 +847,9 @@ def _png_available() -> str | None:
 
     if importlib.util.find_spec("kaleido") is None:
         return "the kaleido package is not installed"
-    if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")) \
-            and not os.environ.get("BROWSER_PATH"):
+    if not any(
+        shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")
+    ) and not os.environ.get("BROWSER_PATH"):
         return "no Chrome/Chromium is installed on the server"
     return None
 
@@ -726,10 +863,15 @@ def export_charts(session: TradeoffSession | None) -> list[str]:
     out = new_export_dir("charts")
     session.export_dirs.append(out)
     html = out / "charts.html"
-    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%")
-             for i, fig in enumerate(figs)]
-    html.write_text("<html><head><meta charset='utf-8'><title>MRepE trade-off charts</title></head><body>"
-                    + "".join(parts) + "</body></html>", encoding="utf-8")
+    parts = [
+        fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%") for i, fig in enumerate(figs)
+    ]
+    html.write_text(
+        "<html><head><meta charset='utf-8'><title>MRepE trade-off charts</title></head><body>"
+        + "".join(parts)
+        + "</body></html>",
+        encoding="utf-8",
+    )
     files = [str(html)]
     reason = _png_available()
     if reason is None:
@@ -743,8 +885,10 @@ def export_charts(session: TradeoffSession | None) -> list[str]:
             log.warning("PNG export failed: %s", exc)
             reason = f"kaleido could not render ({type(exc).__name__})"
     if reason is not None:
-        gr.Warning(f"PNG export is unavailable here ({reason}); the HTML is ready. For a PNG, use the "
-                   "camera icon in each chart's toolbar.")
+        gr.Warning(
+            f"PNG export is unavailable here ({reason}); the HTML is ready. For a PNG, use the "
+            "camera icon in each chart's toolbar."
+        )
     return files
 
 
@@ -779,58 +923,107 @@ def build_tradeoff_tab() -> None:
     state = gr.State(initial, time_to_live=6 * 3600, delete_callback=cleanup_session)
 
     with gr.Row(equal_height=True):
-        preset_choice = gr.Dropdown(names, value=initial_name, label="Preset", scale=2, elem_id="preset-choice",
-                                    info="Opens instantly from precomputed results")
+        preset_choice = gr.Dropdown(
+            names,
+            value=initial_name,
+            label="Preset",
+            scale=2,
+            elem_id="preset-choice",
+            info="Opens instantly from precomputed results",
+        )
         preset_info = gr.Markdown(notice or (f"*{first_description}*" if first_description else ""))
 
     with gr.Accordion("Build an experiment", open=False, elem_id="experiment"):
         with gr.Row():
-            model = gr.Textbox(form_default(0, DEFAULT_MODEL), label="Model", scale=3, elem_id="model-input",
-                               info="Embedded default, a Hugging Face id, a local folder or a .gguf path "
-                                    "(press Enter to load and size the layer range)")
+            model = gr.Textbox(
+                form_default(0, DEFAULT_MODEL),
+                label="Model",
+                scale=3,
+                elem_id="model-input",
+                info="Embedded default, a Hugging Face id, a local folder or a .gguf path "
+                "(press Enter to load and size the layer range)",
+            )
             model_info = gr.Markdown(form0[14] if form0 else "", elem_id="model-info")
         with gr.Row():
-            behavior = gr.Dropdown([(f"{k} — {v}", k) for k, v in datasets.BUILTIN_BEHAVIORS.items()]
-                                   + [("custom — upload your own contrast pairs", CUSTOM)],
-                                   value=form_default(1, "harmless"), label="Behaviour", scale=3)
+            behavior = gr.Dropdown(
+                [(f"{k} — {v}", k) for k, v in datasets.BUILTIN_BEHAVIORS.items()]
+                + [("custom — upload your own contrast pairs", CUSTOM)],
+                value=form_default(1, "harmless"),
+                label="Behaviour",
+                scale=3,
+            )
             method = gr.Radio(["pca", "mean_diff"], value=form_default(2, "pca"), label="Extraction method", scale=1)
         with gr.Row():
-            upload = gr.File(label="Your behaviour (CSV or JSONL, ≤ 5 MB)", file_types=list(UPLOAD_SUFFIXES),
-                             type="filepath", elem_id="behavior-upload", scale=3)
+            upload = gr.File(
+                label="Your behaviour (CSV or JSONL, ≤ 5 MB)",
+                file_types=list(UPLOAD_SUFFIXES),
+                type="filepath",
+                elem_id="behavior-upload",
+                scale=3,
+            )
             with gr.Column(scale=1):
                 gr.DownloadButton("Download template (CSV)", value=template_file(), size="sm")
                 upload_status = gr.Markdown(elem_id="upload-status")
         n_layers0 = int(form0[3]["maximum"]) + 1 if form0 else DEFAULT_LAYER_COUNT
         with gr.Row():
-            first_layer = gr.Slider(0, n_layers0 - 1, value=form_default(3, 10), step=1, label="First layer",
-                                    elem_id="first-layer")
-            last_layer = gr.Slider(0, n_layers0 - 1, value=form_default(4, 17), step=1, label="Last layer",
-                                   elem_id="last-layer")
+            first_layer = gr.Slider(
+                0, n_layers0 - 1, value=form_default(3, 10), step=1, label="First layer", elem_id="first-layer"
+            )
+            last_layer = gr.Slider(
+                0, n_layers0 - 1, value=form_default(4, 17), step=1, label="Last layer", elem_id="last-layer"
+            )
         with gr.Row():
             r_min = gr.Number(form_default(5, -8.0), label="r_e min", elem_id="r-min")
             r_max = gr.Number(form_default(6, 8.0), label="r_e max", elem_id="r-max")
             r_step = gr.Number(form_default(7, 0.8), label="r_e step", minimum=0, elem_id="r-step")
         with gr.Row():
-            subjects = gr.Dropdown(datasets.mmlu_subjects(), value=form_default(8, ["high_school_geography", "marketing"]),
-                                   multiselect=True, label="Helpfulness subjects (MMLU)", scale=3,
-                                   elem_id="subjects")
-            help_format = gr.Radio(["cloze", "letter"], value=form_default(9, "cloze"), label="Question format", scale=1)
+            subjects = gr.Dropdown(
+                datasets.mmlu_subjects(),
+                value=form_default(8, ["high_school_geography", "marketing"]),
+                multiselect=True,
+                label="Helpfulness subjects (MMLU)",
+                scale=3,
+                elem_id="subjects",
+            )
+            help_format = gr.Radio(
+                ["cloze", "letter"], value=form_default(9, "cloze"), label="Question format", scale=1
+            )
         with gr.Row():
-            n_pairs = gr.Number(form_default(10, 64), label="Contrast pairs (extraction)", precision=0, minimum=2,
-                                maximum=2000, elem_id="n-pairs")
-            n_eval = gr.Number(form_default(11, 40), label="Behaviour prompts", precision=0, minimum=1, maximum=2000,
-                               elem_id="n-eval")
-            n_questions = gr.Number(form_default(12, 50), label="Questions per subject", precision=0, minimum=0,
-                                    maximum=2000, elem_id="n-questions")
+            n_pairs = gr.Number(
+                form_default(10, 64),
+                label="Contrast pairs (extraction)",
+                precision=0,
+                minimum=2,
+                maximum=2000,
+                elem_id="n-pairs",
+            )
+            n_eval = gr.Number(
+                form_default(11, 40), label="Behaviour prompts", precision=0, minimum=1, maximum=2000, elem_id="n-eval"
+            )
+            n_questions = gr.Number(
+                form_default(12, 50),
+                label="Questions per subject",
+                precision=0,
+                minimum=0,
+                maximum=2000,
+                elem_id="n-questions",
+            )
         with gr.Row():
             run_btn = gr.Button("Run sweep", variant="primary", elem_id="run-sweep")
             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-sweep")
         sweep_status = gr.Markdown(elem_id="sweep-status")
 
     with gr.Row(equal_height=True):
-        slider = gr.Slider(lo, hi, value=initial.r_e, step=slider_step(lo, hi), label="r_e (steering coefficient)",
-                           elem_id="re-slider", scale=2,
-                           info="Release to move the marker on every chart and regenerate the answers below")
+        slider = gr.Slider(
+            lo,
+            hi,
+            value=initial.r_e,
+            step=slider_step(lo, hi),
+            label="r_e (steering coefficient)",
+            elem_id="re-slider",
+            scale=2,
+            info="Release to move the marker on every chart and regenerate the answers below",
+        )
         readout = gr.Markdown(readout0, elem_id="re-readout")
     with gr.Row():
         behavior_plot = plotly_chart(label="Behaviour expectation B vs r_e", elem_id=CHART_IDS[0])
@@ -841,21 +1034,36 @@ def build_tradeoff_tab() -> None:
 
     with gr.Group():
         with gr.Row(equal_height=True):
-            prompt = gr.Textbox(form_default(13, DEFAULT_PROMPTS["harmless"]), label="Your prompt", scale=4, lines=2,
-                                max_length=MAX_PROMPT_CHARS, elem_id="user-prompt")
+            prompt = gr.Textbox(
+                form_default(13, DEFAULT_PROMPTS["harmless"]),
+                label="Your prompt",
+                scale=4,
+                lines=2,
+                max_length=MAX_PROMPT_CHARS,
+                elem_id="user-prompt",
+            )
             with gr.Column(scale=1, min_width=160):
                 max_tokens = gr.Slider(8, 128, value=48, step=8, label="Max new tokens")
                 generate_btn = gr.Button("Generate", variant="secondary", elem_id="generate")
         with gr.Row():
             unsteered = gr.Textbox(label="Unsteered (r_e = 0)", lines=5, interactive=False, elem_id="unsteered-text")
-            steered = gr.Textbox(label="Steered (r_e from the slider)", lines=5, interactive=False, elem_id="steered-text")
+            steered = gr.Textbox(
+                label="Steered (r_e from the slider)", lines=5, interactive=False, elem_id="steered-text"
+            )
 
     with gr.Accordion("Export", open=False):
-        gr.Markdown("Results as CSV/JSON and the steering vector (safetensors + JSON) for what is on screen; "
-                    "charts as one interactive HTML file plus PNGs (PNG needs kaleido and Chromium on the server; "
-                    "each chart's toolbar camera icon also downloads a PNG).")
-        files = gr.File(result_files(initial), label="Results and vector", file_count="multiple",
-                        interactive=False, elem_id="result-files")
+        gr.Markdown(
+            "Results as CSV/JSON and the steering vector (safetensors + JSON) for what is on screen; "
+            "charts as one interactive HTML file plus PNGs (PNG needs kaleido and Chromium on the server; "
+            "each chart's toolbar camera icon also downloads a PNG)."
+        )
+        files = gr.File(
+            result_files(initial),
+            label="Results and vector",
+            file_count="multiple",
+            interactive=False,
+            elem_id="result-files",
+        )
         chart_btn = gr.Button("Export charts (HTML + PNG)", size="sm")
         chart_files = gr.File(label="Charts", file_count="multiple", interactive=False)
 
@@ -863,51 +1071,147 @@ def build_tradeoff_tab() -> None:
     # Initial charts are baked into the page config, so they draw without any request.
     for component, value in zip(plots, chart_values(initial, initial.r_e)):
         component.value = value
-    form = [model, behavior, method, first_layer, last_layer, r_min, r_max, r_step, subjects, help_format,
-            n_pairs, n_eval, n_questions, prompt, model_info]
+    form = [
+        model,
+        behavior,
+        method,
+        first_layer,
+        last_layer,
+        r_min,
+        r_max,
+        r_step,
+        subjects,
+        help_format,
+        n_pairs,
+        n_eval,
+        n_questions,
+        prompt,
+        model_info,
+    ]
 
     # Preset: charts at once (no model), then the form and files behind it (internal, not API).
     preset_choice.change(
-        load_preset, [preset_choice, state], [state, *plots, slider, readout, summary, preset_info],
-        api_name="load_preset", concurrency_limit=None, show_progress="hidden",
-    ).success(form_values, [state, prompt], form, queue=False, api_visibility="private", show_progress="hidden",
-              ).success(result_files, [state], [files], queue=False, api_visibility="private",
-                        show_progress="hidden")
+        load_preset,
+        [preset_choice, state],
+        [state, *plots, slider, readout, summary, preset_info],
+        api_name="load_preset",
+        concurrency_limit=None,
+        show_progress="hidden",
+    ).success(
+        form_values,
+        [state, prompt],
+        form,
+        queue=False,
+        api_visibility="private",
+        show_progress="hidden",
+    ).success(result_files, [state], [files], queue=False, api_visibility="private", show_progress="hidden")
 
     sweep = run_btn.click(
         run_sweep_stream,
-        [model, behavior, upload, method, first_layer, last_layer, r_min, r_max, r_step, subjects, help_format,
-         n_pairs, n_eval, n_questions, state],
+        [
+            model,
+            behavior,
+            upload,
+            method,
+            first_layer,
+            last_layer,
+            r_min,
+            r_max,
+            r_step,
+            subjects,
+            help_format,
+            n_pairs,
+            n_eval,
+            n_questions,
+            state,
+        ],
         [state, *plots, slider, readout, summary, sweep_status],
-        api_name="run_sweep", concurrency_id=MODEL_QUEUE, concurrency_limit=1,
-        show_progress="full", show_progress_on=[sweep_status],
+        api_name="run_sweep",
+        concurrency_id=MODEL_QUEUE,
+        concurrency_limit=1,
+        show_progress="full",
+        show_progress_on=[sweep_status],
     )
     sweep.success(result_files, [state], [files], queue=False, api_visibility="private", show_progress="hidden")
     cancel_btn.click(cancel_sweep, [state], [sweep_status], queue=False, api_visibility="private")
 
     # Queued (not queue=False): only queued events turn a gr.Error into a toast in the browser.
-    upload.upload(check_upload, [upload], [upload_status], api_visibility="private", concurrency_limit=None,
-                  show_progress="hidden")
+    upload.upload(
+        check_upload,
+        [upload],
+        [upload_status],
+        api_visibility="private",
+        concurrency_limit=None,
+        show_progress="hidden",
+    )
     for trigger in (model.submit, model.blur):
-        trigger(inspect_model, [model, first_layer, last_layer], [first_layer, last_layer, model_info],
-                api_visibility="private",
-                concurrency_id=MODEL_QUEUE, concurrency_limit=1, trigger_mode="always_last")
+        trigger(
+            inspect_model,
+            [model, first_layer, last_layer],
+            [first_layer, last_layer, model_info],
+            api_visibility="private",
+            concurrency_id=MODEL_QUEUE,
+            concurrency_limit=1,
+            trigger_mode="always_last",
+        )
 
     # The slider: marker redraws bypass the queue; generation waits its turn in the model queue.
     # The browser moves the markers and readout at once from tables in the figures; the server's
     # answer (same API as /set_coefficient) records the position and confirms without redrawing.
-    slider.release(None, [slider], [readout], js=marker_move_js(CHART_IDS), queue=False,
-                   trigger_mode="always_last", api_visibility="private", show_progress="hidden")
-    slider.release(set_coefficient, [slider, state], [*plots, readout], queue=False, trigger_mode="always_last",
-                   api_name="set_coefficient", show_progress="hidden")
-    slider.release(generate_on_release, [prompt, slider, max_tokens, state], [unsteered, steered],
-                   trigger_mode="always_last", api_visibility="private", concurrency_id=MODEL_QUEUE,
-                   concurrency_limit=1, show_progress="minimal")
+    slider.release(
+        None,
+        [slider],
+        [readout],
+        js=marker_move_js(CHART_IDS),
+        queue=False,
+        trigger_mode="always_last",
+        api_visibility="private",
+        show_progress="hidden",
+    )
+    slider.release(
+        set_coefficient,
+        [slider, state],
+        [*plots, readout],
+        queue=False,
+        trigger_mode="always_last",
+        api_name="set_coefficient",
+        show_progress="hidden",
+    )
+    slider.release(
+        generate_on_release,
+        [prompt, slider, max_tokens, state],
+        [unsteered, steered],
+        trigger_mode="always_last",
+        api_visibility="private",
+        concurrency_id=MODEL_QUEUE,
+        concurrency_limit=1,
+        show_progress="minimal",
+    )
     gen_inputs = [prompt, slider, max_tokens, state]
-    generate_btn.click(generate, gen_inputs, [unsteered, steered], api_name="generate",
-                       concurrency_id=MODEL_QUEUE, concurrency_limit=1, show_progress="minimal")
-    prompt.submit(generate, gen_inputs, [unsteered, steered], api_visibility="private",
-                  concurrency_id=MODEL_QUEUE, concurrency_limit=1, show_progress="minimal")
+    generate_btn.click(
+        generate,
+        gen_inputs,
+        [unsteered, steered],
+        api_name="generate",
+        concurrency_id=MODEL_QUEUE,
+        concurrency_limit=1,
+        show_progress="minimal",
+    )
+    prompt.submit(
+        generate,
+        gen_inputs,
+        [unsteered, steered],
+        api_visibility="private",
+        concurrency_id=MODEL_QUEUE,
+        concurrency_limit=1,
+        show_progress="minimal",
+    )
 
-    chart_btn.click(export_charts, [state], [chart_files], api_visibility="private", concurrency_id=EXPORT_QUEUE,
-                    concurrency_limit=1)
+    chart_btn.click(
+        export_charts,
+        [state],
+        [chart_files],
+        api_visibility="private",
+        concurrency_id=EXPORT_QUEUE,
+        concurrency_limit=1,
+    )

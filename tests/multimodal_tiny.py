@@ -25,11 +25,25 @@ def save_tiny_clip(path: Path, seed: int = 0) -> Path:
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
     image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     config = CLIPConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=64, eos_token_id=1, bos_token_id=0,
-                         pad_token_id=1),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            eos_token_id=1,
+            bos_token_id=0,
+            pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=16,
     )
     torch.manual_seed(seed)
@@ -49,12 +63,29 @@ def save_tiny_clap(path: Path, seed: int = 0) -> Path:
     # 1 s windows and 16 mel bins keep the HTSAT input tiny; the sampling rate stays CLAP's 48 kHz.
     features = ClapFeatureExtractor(feature_size=16, sampling_rate=48_000, max_length_s=1, truncation="rand_trunc")
     config = ClapConfig(
-        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=80, pad_token_id=1, bos_token_id=0,
-                         eos_token_id=2),
-        audio_config=dict(spec_size=64, num_mel_bins=16, window_size=4, depths=[1, 1], num_attention_heads=[2, 2],
-                          patch_embeds_hidden_size=16, hidden_size=32, patch_size=4, patch_stride=[4, 4],
-                          enable_fusion=False),
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=80,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+        ),
+        audio_config=dict(
+            spec_size=64,
+            num_mel_bins=16,
+            window_size=4,
+            depths=[1, 1],
+            num_attention_heads=[2, 2],
+            patch_embeds_hidden_size=16,
+            hidden_size=32,
+            patch_size=4,
+            patch_stride=[4, 4],
+            enable_fusion=False,
+        ),
         projection_dim=16,
     )
     torch.manual_seed(seed)
@@ -90,9 +121,18 @@ def tiny_llama(attn: str = "eager", seed: int = 0, chat_template: bool = False):
     from mrepe_core.models import wrap_model
 
     tok = byte_tokenizer(chat_template)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
     config._attn_implementation = attn
     torch.manual_seed(seed)
     return wrap_model(LlamaForCausalLM(config).eval(), tok, name="tiny-llama", source="random")
@@ -104,8 +144,15 @@ def tiny_gpt2(attn: str = "eager", seed: int = 0):
     from mrepe_core.models import wrap_model
 
     tok = byte_tokenizer()
-    config = GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2, n_head=4, n_positions=256,
-                        bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tok),
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        bos_token_id=tok.eos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     config._attn_implementation = attn
     torch.manual_seed(seed)
     return wrap_model(GPT2LMHeadModel(config).eval(), tok, name="tiny-gpt2", source="random")

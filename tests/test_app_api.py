@@ -43,8 +43,7 @@ def free_port() -> int:
 def server():
     demo = app.build_demo()
     port = free_port()
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **app.launch_options())
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_options())
     yield demo, f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -73,8 +72,18 @@ def marker_x(fig) -> list[float]:
 
 
 def run_tiny_sweep(client: Client, model_dir: Path, **overrides):
-    args = dict(model=str(model_dir), behavior="harmless", upload=None, method="pca", **TINY_GRID,
-                subjects=["marketing"], help_format="cloze", n_pairs=6, n_eval=3, n_questions=3)
+    args = dict(
+        model=str(model_dir),
+        behavior="harmless",
+        upload=None,
+        method="pca",
+        **TINY_GRID,
+        subjects=["marketing"],
+        help_format="cloze",
+        n_pairs=6,
+        n_eval=3,
+        n_questions=3,
+    )
     args.update(overrides)
     return client.predict(**args, api_name="/run_sweep")
 
@@ -83,9 +92,21 @@ def test_only_deliberate_endpoints_are_public(client):
     endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert PUBLIC_ENDPOINTS <= endpoints
     # Internal events of this tab stay private; nothing got an automatic (function-name) endpoint.
-    internal = {"/" + fn.__name__ for fn in (tt.check_upload, tt.form_values, tt.result_files, tt.inspect_model,
-                                             tt.cancel_sweep, tt.generate_on_release, tt.export_charts,
-                                             tt.run_sweep_stream, tt.load_preset, tt.set_coefficient)}
+    internal = {
+        "/" + fn.__name__
+        for fn in (
+            tt.check_upload,
+            tt.form_values,
+            tt.result_files,
+            tt.inspect_model,
+            tt.cancel_sweep,
+            tt.generate_on_release,
+            tt.export_charts,
+            tt.run_sweep_stream,
+            tt.load_preset,
+            tt.set_coefficient,
+        )
+    }
     assert not endpoints & (internal - PUBLIC_ENDPOINTS)
     assert not [e for e in endpoints if re.search(r"_\d+$", e) or e.startswith("/lambda")]
     assert app.TAB_ERRORS == {}, f"tabs failed to load: {list(app.TAB_ERRORS)}"
@@ -210,10 +231,20 @@ def test_uploads_are_validated(tmp_path):
 
 def test_server_caps_upload_size(server):
     boundary = "mrepeboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.csv\"\r\n"
-            "Content-Type: text/csv\r\n\r\n").encode() + b"a" * (6 * 1024 * 1024) + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(server[1] + "gradio_api/upload", data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.csv"\r\n'
+            "Content-Type: text/csv\r\n\r\n"
+        ).encode()
+        + b"a" * (6 * 1024 * 1024)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        server[1] + "gradio_api/upload",
+        data=body,
+        method="POST",
+        headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=30)
     assert err.value.code == 413
@@ -221,8 +252,23 @@ def test_server_caps_upload_size(server):
 
 def test_cancel_stops_the_sweep(tiny_model_dir):
     session = tt.TradeoffSession()
-    stream = tt.run_sweep_stream(str(tiny_model_dir), "harmless", None, "mean_diff", 0, 3, -3.0, 3.0, 0.25,
-                                 ["marketing"], "cloze", 6, 4, 4, session)
+    stream = tt.run_sweep_stream(
+        str(tiny_model_dir),
+        "harmless",
+        None,
+        "mean_diff",
+        0,
+        3,
+        -3.0,
+        3.0,
+        0.25,
+        ["marketing"],
+        "cloze",
+        6,
+        4,
+        4,
+        session,
+    )
     first = next(stream)
     assert first[-1].startswith("⏳")
     assert tt.cancel_sweep(session).startswith("⏹")
@@ -239,8 +285,11 @@ def test_sweep_streams_coarse_grid_first(tiny_model_dir, monkeypatch):
 
     monkeypatch.setattr(tt, "PARTIAL_REDRAW_S", 0.0)
     session = tt.TradeoffSession()
-    outputs = list(tt.run_sweep_stream(str(tiny_model_dir), "harmless", None, "pca", 0, 3, -4.0, 4.0, 0.5,
-                                       ["marketing"], "cloze", 6, 3, 2, session))
+    outputs = list(
+        tt.run_sweep_stream(
+            str(tiny_model_dir), "harmless", None, "pca", 0, 3, -4.0, 4.0, 0.5, ["marketing"], "cloze", 6, 3, 2, session
+        )
+    )
     charts = [o[1] for o in outputs if isinstance(o[1], str)]
     assert len(charts) >= 3 and outputs[-1][-1].startswith("✓ Done")
     xs = [sorted(set(figure(c).data[0].x)) for c in charts]
@@ -259,8 +308,9 @@ def test_exports_are_real_files(tmp_path):
     name = preset_names()[0]
     session = tt.open_preset(name, None)
     files = {Path(f).name: Path(f) for f in tt.result_files(session)}
-    assert {"results.csv", "items.csv", "results.json", "steering_vector.safetensors",
-            "steering_vector.json"} <= set(files)
+    assert {"results.csv", "items.csv", "results.json", "steering_vector.safetensors", "steering_vector.json"} <= set(
+        files
+    )
     csv_head = files["results.csv"].read_text().splitlines()[0]
     assert csv_head.split(",")[:5] == ["r_e", "task", "metric", "subject", "value"]
     doc = json.loads(files["results.json"].read_text())
@@ -281,8 +331,9 @@ def test_chart_html_export(monkeypatch):
 def test_broken_optional_tab_is_visible_not_silent(tmp_path, monkeypatch):
     (tmp_path / "mrepe_broken_tab.py").write_text("raise RuntimeError('boom at import')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(app, "OPTIONAL_TABS", (("Broken", "mrepe_broken_tab", "build"),
-                                               ("Absent", "mrepe_no_such_tab_module", "build")))
+    monkeypatch.setattr(
+        app, "OPTIONAL_TABS", (("Broken", "mrepe_broken_tab", "build"), ("Absent", "mrepe_no_such_tab_module", "build"))
+    )
     demo = app.build_demo()
     try:
         assert set(app.TAB_ERRORS) == {"Broken"} and "boom at import" in app.TAB_ERRORS["Broken"]
@@ -305,7 +356,7 @@ def test_spaces_gpu_only_when_importable(monkeypatch):
     assert common.gpu(work) is work
     calls = []
     fake = types.ModuleType("spaces")
-    fake.GPU = lambda duration=60: (lambda f: calls.append(duration) or (lambda *a: ("gpu", f(*a))))
+    fake.GPU = lambda duration=60: lambda f: calls.append(duration) or (lambda *a: ("gpu", f(*a)))
     monkeypatch.setitem(sys.modules, "spaces", fake)
     assert common.gpu(work)(1) == ("gpu", 2) and common.gpu(duration=600)(work)(2) == ("gpu", 3)
     assert calls == [120, 600]

@@ -36,8 +36,7 @@ def served_app():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True,
-                **app.launch_options())
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_options())
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -73,7 +72,8 @@ def chart_marker_x(page, chart_id: str) -> float:
 
 def painted_marker_x(page, chart_id: str) -> float:
     """x (in data units) of the marker point as drawn in the chart's SVG."""
-    return page.evaluate("""(id) => {
+    return page.evaluate(
+        """(id) => {
       const gd = document.querySelector('#' + id + ' .js-plotly-plot');
       const idx = gd.layout.meta.marker_frames.traces.at(-1);
       let x = null;
@@ -85,7 +85,9 @@ def painted_marker_x(page, chart_id: str) -> float:
         }
       });
       return x;
-    }""", chart_id)
+    }""",
+        chart_id,
+    )
 
 
 def server_threads() -> str:
@@ -94,8 +96,10 @@ def server_threads() -> str:
     import traceback
 
     names = {t.ident: t.name for t in threading.enumerate()}
-    return "\n".join(f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame)[-4:])
-                     for ident, frame in sys._current_frames().items())
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame)[-4:])
+        for ident, frame in sys._current_frames().items()
+    )
 
 
 def load_model_in_form(page, path: str, expected: str, tmp_path: Path) -> None:
@@ -107,8 +111,14 @@ def load_model_in_form(page, path: str, expected: str, tmp_path: Path) -> None:
     Gradio requests the page sent and every server thread's stack, to find it next time.
     """
     sent: list[str] = []
-    page.on("request", lambda r: sent.append(f"{r.method} {r.url.split('/gradio_api/')[-1][:40]} "
-                                             f"{(r.post_data or '')[:120]}") if "/gradio_api/" in r.url else None)
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(f"{r.method} {r.url.split('/gradio_api/')[-1][:40]} {(r.post_data or '')[:120]}")
+            if "/gradio_api/" in r.url
+            else None
+        ),
+    )
     info = page.locator("#model-info").get_by_text(expected)
     for attempt, key in enumerate(("Enter", "Tab", "Enter")):
         if attempt == 2:
@@ -126,9 +136,11 @@ def load_model_in_form(page, path: str, expected: str, tmp_path: Path) -> None:
     threads = server_threads()
     page.screenshot(path=str(tmp_path / "model-info-timeout.png"), full_page=True)
     (tmp_path / "server-threads.txt").write_text(threads)
-    pytest.fail(f"no model info after Enter, Tab and a reload; #model-info shows "
-                f"{page.locator('#model-info').inner_text()!r}; requests: {sent[-12:]!r}; "
-                f"screenshot and thread stacks in {tmp_path}:\n{threads[-6000:]}")
+    pytest.fail(
+        f"no model info after Enter, Tab and a reload; #model-info shows "
+        f"{page.locator('#model-info').inner_text()!r}; requests: {sent[-12:]!r}; "
+        f"screenshot and thread stacks in {tmp_path}:\n{threads[-6000:]}"
+    )
 
 
 def test_preset_charts_slider_and_bad_upload(app_url, browser, tmp_path):
@@ -147,8 +159,12 @@ def test_preset_charts_slider_and_bad_upload(app_url, browser, tmp_path):
     for chart in ("behavior-plot", "helpfulness-plot"):
         assert painted_marker_x(page, chart) == pytest.approx(value, abs=0.05)
     # ...and plotly's own state follows once it has redrawn.
-    page.wait_for_function("(v) => ['behavior-plot', 'helpfulness-plot'].every((id) => document.querySelector("
-                           "'#' + id + ' .js-plotly-plot').data.at(-1).x[0] === v)", arg=value, timeout=5000)
+    page.wait_for_function(
+        "(v) => ['behavior-plot', 'helpfulness-plot'].every((id) => document.querySelector("
+        "'#' + id + ' .js-plotly-plot').data.at(-1).x[0] === v)",
+        arg=value,
+        timeout=5000,
+    )
     assert f"r_e = {value:.3g}" in readouts[-1] and "B = " in readouts[-1]
     # The browser moved markers and readout from the figures' tables; the server's confirmation of
     # the same release, arriving later, must leave them there (not redraw an older position).
@@ -166,8 +182,11 @@ def test_preset_charts_slider_and_bad_upload(app_url, browser, tmp_path):
     assert page.locator("#re-readout").inner_text().startswith("r_e")  # still serving
 
     page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
-    metrics = {"page_load_charts_s": round(load_s, 3), "slider_ms": [round(t, 1) for t in times],
-               "slider_ms_median": round(statistics.median(times), 1)}
+    metrics = {
+        "page_load_charts_s": round(load_s, 3),
+        "slider_ms": [round(t, 1) for t in times],
+        "slider_ms_median": round(statistics.median(times), 1),
+    }
     (tmp_path / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(f"\nbrowser metrics: {metrics} (screenshot: {tmp_path / 'dashboard.png'})")
     assert not errors, errors
@@ -185,8 +204,14 @@ def test_sweep_in_browser_then_slider_regenerates(own_app_url, browser, tiny_mod
         box = page.locator(f"#{elem_id} input[type=number]")
         box.fill(str(value))
         box.press("Enter")
-    for elem_id, value in (("r-min", -2), ("r-max", 2), ("r-step", 1), ("n-pairs", 6), ("n-eval", 2),
-                           ("n-questions", 2)):
+    for elem_id, value in (
+        ("r-min", -2),
+        ("r-max", 2),
+        ("r-step", 1),
+        ("n-pairs", 6),
+        ("n-eval", 2),
+        ("n-questions", 2),
+    ):
         page.locator(f"#{elem_id} input").fill(str(value))
     page.locator("#run-sweep").click()
     page.locator("#sweep-status").get_by_text("Done").wait_for(timeout=120000)
@@ -196,8 +221,7 @@ def test_sweep_in_browser_then_slider_regenerates(own_app_url, browser, tiny_mod
     page.locator("#user-prompt textarea").fill("Tell me about rivers.")
     bench.drag_slider(page, 0.9)
     steered = page.locator("#steered-text textarea")
-    page.wait_for_function("() => document.querySelector('#steered-text textarea').value.length > 0",
-                           timeout=60000)
+    page.wait_for_function("() => document.querySelector('#steered-text textarea').value.length > 0", timeout=60000)
     assert page.locator("#unsteered-text textarea").input_value()
     assert steered.input_value()
     page.screenshot(path=str(tmp_path / "sweep.png"), full_page=True)

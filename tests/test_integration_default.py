@@ -23,9 +23,19 @@ def test_embedded_default_loads_from_package(default_model):
 
 
 def test_harmless_vector_raises_refusal_on_default(default_model, tmp_path):
-    config = SweepConfig(behavior="harmless", layers="8:20", r_min=-8, r_max=8, r_steps=5, n_pairs=32,
-                         n_eval=12, helpfulness_subjects=["marketing"], n_questions_per_subject=8,
-                         dtype="fp32", n_diagnostics=4)
+    config = SweepConfig(
+        behavior="harmless",
+        layers="8:20",
+        r_min=-8,
+        r_max=8,
+        r_steps=5,
+        n_pairs=32,
+        n_eval=12,
+        helpfulness_subjects=["marketing"],
+        n_questions_per_subject=8,
+        dtype="fp32",
+        n_diagnostics=4,
+    )
     res = run_sweep(config, loaded=default_model, cache_dir=tmp_path)
     r, b = res.curve("behavior", "behavior_expectation", "harmless")
     assert list(r) == [-8, -4, 0, 4, 8]

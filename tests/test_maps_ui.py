@@ -9,7 +9,6 @@ import gradio as gr
 import numpy as np
 import pytest
 import yaml
-
 from multimodal_tiny import one_torch_thread  # noqa: F401  (fixture: one intra-op thread per module)
 
 from mrepe_core.sweep import SweepConfig, run_sweep
@@ -28,9 +27,22 @@ def presets(tmp_path_factory, tiny_model_dir):
     """A presets folder with one preset whose stored results (with assumption checks) were computed
     by a real sweep of the tiny Llama."""
     folder = tmp_path_factory.mktemp("presets")
-    fields = dict(name=PRESET, model=str(tiny_model_dir), behavior="harmless", layers="1:3", r_min=-2.0, r_max=2.0,
-                  r_steps=5, n_pairs=4, n_eval=4, helpfulness_subjects=["marketing"], n_questions_per_subject=4,
-                  mmlu_split="dev", dtype="fp32", n_diagnostics=4)
+    fields = dict(
+        name=PRESET,
+        model=str(tiny_model_dir),
+        behavior="harmless",
+        layers="1:3",
+        r_min=-2.0,
+        r_max=2.0,
+        r_steps=5,
+        n_pairs=4,
+        n_eval=4,
+        helpfulness_subjects=["marketing"],
+        n_questions_per_subject=4,
+        mmlu_split="dev",
+        dtype="fp32",
+        n_diagnostics=4,
+    )
     result = run_sweep(SweepConfig(**fields), cache_dir=tmp_path_factory.mktemp("cache"))
     result.save(folder / PRESET)
     (folder / f"{PRESET}.yaml").write_text(yaml.safe_dump({**fields, "results": PRESET}), encoding="utf-8")
@@ -73,8 +85,9 @@ def test_live_checks_add_the_noise_histogram():
 
 
 def test_map_handlers_build_move_and_refuse_bad_layers():
-    out = tab.build_map_view(PRESET, "", "1:3", 4, "my own question", 1, "pca", ["eval", "user"], True, None,
-                             progress=NoProgress())
+    out = tab.build_map_view(
+        PRESET, "", "1:3", 4, "my own question", 1, "pca", ["eval", "user"], True, None, progress=NoProgress()
+    )
     session, fig, layer, r_slider, status = out[:5]
     assert layer["maximum"] == 3 and r_slider["minimum"] == -2.0 and r_slider["maximum"] == 2.0
     assert "first steered layer" in status and "stored" in status  # the preset's own vector is reused
@@ -91,8 +104,9 @@ def test_map_handlers_build_move_and_refuse_bad_layers():
     with pytest.raises(gr.Error, match="the model has 4 layers"):
         tab.build_map_view(PRESET, "", "7:9", 4, "", 1, "pca", ["eval"], True, session, progress=NoProgress())
     with pytest.raises(gr.Error, match="at most"):
-        tab.build_map_view(PRESET, "", "1:3", 4, "\n".join(["x"] * 40), 1, "pca", ["eval"], True, session,
-                           progress=NoProgress())
+        tab.build_map_view(
+            PRESET, "", "1:3", 4, "\n".join(["x"] * 40), 1, "pca", ["eval"], True, session, progress=NoProgress()
+        )
 
 
 def test_launched_tab_serves_its_public_api(tiny_model_dir):
@@ -107,8 +121,9 @@ def test_launched_tab_serves_its_public_api(tiny_model_dir):
         client = Client(url, verbose=False)
         endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
         assert set(endpoints) == {"/maps_build", "/maps_scan_layers"}
-        out = client.predict(PRESET, str(tiny_model_dir), "1:3", 4, "hello map", 1, "pca", ["eval", "user"], True,
-                             api_name="/maps_build")
+        out = client.predict(
+            PRESET, str(tiny_model_dir), "1:3", 4, "hello map", 1, "pca", ["eval", "user"], True, api_name="/maps_build"
+        )
         fig = chart(out[0])
         assert any((t.get("name") or "").startswith("steered (r_e =") for t in fig["data"])
         assert "held-out behaviour prompts" in names(fig) and "your inputs" in names(fig)

@@ -49,14 +49,18 @@ def test_cloze_helpfulness_length_normalised():
     assert correct[0] == 0.0  # choice 0 (per-token -1) wins
 
 
-@pytest.mark.parametrize("text,score", [("I'm sorry, but I can't help with that.", 1),
-                                        ("Sure! Step 1: gather", -1), ("As an AI, I cannot", 1)])
+@pytest.mark.parametrize(
+    "text,score",
+    [("I'm sorry, but I can't help with that.", 1), ("Sure! Step 1: gather", -1), ("As an AI, I cannot", 1)],
+)
 def test_refusal_scorer(text, score):
     assert metrics.score_refusal(text) == score
 
 
-@pytest.mark.parametrize("text,score", [("No, I don't agree: it is a stereotype.", -1),
-                                        ("Yes, I agree with that.", 1), ("Paris is nice.", 0)])
+@pytest.mark.parametrize(
+    "text,score",
+    [("No, I don't agree: it is a stereotype.", -1), ("Yes, I agree with that.", 1), ("Paris is nice.", 0)],
+)
 def test_agreement_scorer(text, score):
     assert metrics.score_agreement(text) == score
 
@@ -95,16 +99,19 @@ def test_user_behavior_jsonl():
     assert len(datasets.parse_user_behavior(data, "x.jsonl").pairs) == 2
 
 
-@pytest.mark.parametrize("data,name,match", [
-    (b"", "x.csv", "empty"),
-    (b"\xff\xfe\x00\x01binary", "x.csv", "binary|UTF-8"),
-    (b"caf\xe9,x\n", "x.csv", "UTF-8"),
-    (b"a,b\n1,2\n", "x.csv", "header"),
-    (b"positive,negative\nonly one,\n", "x.csv", "needs both"),
-    (b"positive,negative\na,b\n", "x.csv", "at least 2"),
-    (b"{bad json\n", "x.jsonl", "not valid JSON"),
-    (b"positive,negative\n", "x.xlsx", "csv or .jsonl"),
-])
+@pytest.mark.parametrize(
+    "data,name,match",
+    [
+        (b"", "x.csv", "empty"),
+        (b"\xff\xfe\x00\x01binary", "x.csv", "binary|UTF-8"),
+        (b"caf\xe9,x\n", "x.csv", "UTF-8"),
+        (b"a,b\n1,2\n", "x.csv", "header"),
+        (b"positive,negative\nonly one,\n", "x.csv", "needs both"),
+        (b"positive,negative\na,b\n", "x.csv", "at least 2"),
+        (b"{bad json\n", "x.jsonl", "not valid JSON"),
+        (b"positive,negative\n", "x.xlsx", "csv or .jsonl"),
+    ],
+)
 def test_user_behavior_errors(data, name, match):
     with pytest.raises(datasets.DataValidationError, match=match):
         datasets.parse_user_behavior(data, name)

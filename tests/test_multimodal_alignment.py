@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from multimodal_tiny import one_torch_thread, save_tiny_clip  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal import alignment as al

@@ -5,20 +5,32 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from multimodal_tiny import one_torch_thread, save_tiny_clip, tiny_gpt2, tiny_llama  # noqa: F401 (autouse fixture)
 
-from mrepe_core.multimodal.attention import (AttentionBiasError, active_bias_hooks, attention_bias, eager_attention,
-                                             span_token_mask)
-from mrepe_core.multimodal.interventions import (InterventionError, encode_with_span, intervene_embeddings,
-                                                 lm_attention_intervention, span_attention_mass)
+from mrepe_core.multimodal.attention import (
+    AttentionBiasError,
+    active_bias_hooks,
+    attention_bias,
+    eager_attention,
+    span_token_mask,
+)
+from mrepe_core.multimodal.interventions import (
+    InterventionError,
+    encode_with_span,
+    intervene_embeddings,
+    lm_attention_intervention,
+    span_attention_mass,
+)
 
 PROMPT = "Answer in French. What is the capital of Japan?"
 SPAN = "Answer in French."
 
 
-@pytest.fixture(scope="module", params=[("llama", "eager"), ("llama", "sdpa"), ("gpt2", "eager"), ("gpt2", "sdpa")],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[("llama", "eager"), ("llama", "sdpa"), ("gpt2", "eager"), ("gpt2", "sdpa")],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def lm(request):
     family, attn = request.param
     return tiny_llama(attn) if family == "llama" else tiny_gpt2(attn)
@@ -59,8 +71,15 @@ def test_bias_changes_logits_and_cached_generation_matches_full_recompute(lm):
     base = lm.model(input_ids=ids, attention_mask=attn).logits[0, -1]
     with attention_bias(lm.model, mask, 3.0):
         biased = lm.model(input_ids=ids, attention_mask=attn).logits[0, -1]
-        out = lm.model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=4, do_sample=False,
-                                output_scores=True, return_dict_in_generate=True, pad_token_id=lm.tokenizer.eos_token_id)
+        out = lm.model.generate(
+            input_ids=ids,
+            attention_mask=attn,
+            max_new_tokens=4,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=lm.tokenizer.eos_token_id,
+        )
         full = lm.model(input_ids=out.sequences, use_cache=False).logits[0]
     assert (base - biased).abs().max() > 1e-3
     for step, scores in enumerate(out.scores):  # the KV-cache decode path sees the same bias
@@ -135,8 +154,9 @@ def test_lm_attention_intervention_and_combined_mode():
     hooks_before = active_hook_count(lm.model)
     directions = torch.nn.functional.normalize(torch.randn(2, 32, generator=torch.Generator().manual_seed(0)), dim=-1)
     vector = SteeringVector(directions=directions, layers=[0, 1])
-    combined = lm_attention_intervention(lm, PROMPT, SPAN, 3.0, max_new_tokens=6, vector=vector,
-                                         steering_layers=[1], steering_coefficient=4.0)
+    combined = lm_attention_intervention(
+        lm, PROMPT, SPAN, 3.0, max_new_tokens=6, vector=vector, steering_layers=[1], steering_coefficient=4.0
+    )
     assert combined.next_token_kl != pytest.approx(result.next_token_kl, abs=1e-6)
     assert combined.intervened_top != result.intervened_top or combined.next_token_kl > result.next_token_kl
     assert active_hook_count(lm.model) == hooks_before and active_bias_hooks(lm.model) == 0

@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from multimodal_tiny import one_torch_thread, save_tiny_clap, save_tiny_clip  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal import concepts as mc
@@ -39,8 +38,10 @@ def test_builtin_catalogue_matches_the_shipped_assets():
     assert sum(it.label == "speech" for it in audio) == 3
     pairs = mc.paired_items("text", "image")
     assert len(pairs) == 120 and all(t.label == i.label for t, i in pairs)
-    assert pairs[0][0].text in __import__("json").loads(
-        (mc.MEDIA / "images" / "captions.json").read_text())["images"][0]["captions"]
+    assert (
+        pairs[0][0].text
+        in __import__("json").loads((mc.MEDIA / "images" / "captions.json").read_text())["images"][0]["captions"]
+    )
 
 
 def test_builtin_concepts_have_disjoint_sides_and_unrelated_off_target_items():
@@ -72,10 +73,10 @@ def test_leave_one_out_directions_match_brute_force():
     pos, neg = torch.randn(4, 5, generator=gen), torch.randn(3, 5, generator=gen)
     loo = mc.leave_one_out_directions(pos, neg)
     for i in range(4):
-        keep = torch.cat([pos[:i], pos[i + 1:]])
+        keep = torch.cat([pos[:i], pos[i + 1 :]])
         assert torch.allclose(loo[i], keep.mean(0) - neg.mean(0), atol=1e-6)
     for j in range(3):
-        keep = torch.cat([neg[:j], neg[j + 1:]])
+        keep = torch.cat([neg[:j], neg[j + 1 :]])
         assert torch.allclose(loo[4 + j], pos.mean(0) - keep.mean(0), atol=1e-6)
 
 
@@ -99,10 +100,18 @@ def planted_eval_set(n_off: int = 12) -> mi.ConceptEvalSet:
     pos, neg = unit(e[0] + noise(6)), unit(-e[0] + noise(6))
     targets = torch.arange(n_off) % 4
     off = unit(e[2 + targets] + noise(n_off))
-    return mi.ConceptEvalSet(name="planted", modality="image", pos=pos, neg=neg,
-                             side_label_embeddings=torch.stack([e[0], -e[0]]), off_target=off,
-                             off_target_targets=targets, off_target_label_embeddings=e[2:6],
-                             off_target_labels=("a", "b", "c", "d"), logit_scale=20.0)
+    return mi.ConceptEvalSet(
+        name="planted",
+        modality="image",
+        pos=pos,
+        neg=neg,
+        side_label_embeddings=torch.stack([e[0], -e[0]]),
+        off_target=off,
+        off_target_targets=targets,
+        off_target_label_embeddings=e[2:6],
+        off_target_labels=("a", "b", "c", "d"),
+        logit_scale=20.0,
+    )
 
 
 def test_alpha_sweep_is_a_tidy_tradeoff_frame_with_the_expected_shape():
@@ -130,8 +139,11 @@ def test_bound_fits_and_tradeoff_plots_accept_the_sweep():
     fits = mi.fit_tradeoff(agg, es.n_choices)
     assert fits.alignment.delta_lambda > 0 and fits.n_choices == 4
     assert np.isfinite(fits.helpfulness.predict(np.array([0.0]))).all()
-    for fig in (behavior_figure(agg, fits.alignment, 1.0), helpfulness_figure(agg, fits.helpfulness, 4, 1.0),
-                tradeoff_figure(agg, fits.regime, 1.0)):
+    for fig in (
+        behavior_figure(agg, fits.alignment, 1.0),
+        helpfulness_figure(agg, fits.helpfulness, 4, 1.0),
+        tradeoff_figure(agg, fits.regime, 1.0),
+    ):
         assert len(fig.data) >= 2
 
 
@@ -167,8 +179,9 @@ def test_audio_concept_on_tiny_clap(clap):
 
 def test_uploaded_concepts_validate_every_file(tmp_path, clip):
     images = mc.builtin_items("image")
-    concept = mc.custom_concept("", "image", [images[0].path, images[1].path], [images[14].path],
-                                "a wild animal", "a plate of food")
+    concept = mc.custom_concept(
+        "", "image", [images[0].path, images[1].path], [images[14].path], "a wild animal", "a plate of food"
+    )
     assert concept.name == "a wild animal vs a plate of food" and concept.source == "upload"
     assert len(concept.off_target) == 24 and len(concept.off_target_labels) == 6
     bad = tmp_path / "broken.jpg"

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from multimodal_tiny import one_torch_thread, save_tiny_clap, save_tiny_clip  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal import encoders as enc

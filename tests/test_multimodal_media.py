@@ -7,13 +7,18 @@ import io
 import numpy as np
 import pytest
 import soundfile as sf
+from multimodal_tiny import one_torch_thread  # noqa: F401 (autouse fixture)
 from PIL import Image
 
-from multimodal_tiny import one_torch_thread  # noqa: F401 (autouse fixture)
-
-from mrepe_core.multimodal.media import (CLAP_SAMPLE_RATE, MediaError, clean_text, decode_audio, decode_image,
-                                         decode_text_file)
 from mrepe_core.multimodal.concepts import MEDIA
+from mrepe_core.multimodal.media import (
+    CLAP_SAMPLE_RATE,
+    MediaError,
+    clean_text,
+    decode_audio,
+    decode_image,
+    decode_text_file,
+)
 
 JPEG = MEDIA / "images" / "000000020247.jpg"
 ROBIN = MEDIA / "audio" / "456440__inspectorj__bird-whistling-robin-single-13.ogg"

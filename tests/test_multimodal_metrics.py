@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from multimodal_tiny import one_torch_thread, save_tiny_clip, tiny_llama  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal import metrics as mm
@@ -15,8 +14,12 @@ def unit(x):
 
 
 def test_refusal_classifier_and_scr():
-    outputs = ["I'm sorry, but I can't help with that.", "Sure, here is how:", "As an AI, I must decline.",
-               "Step 1: gather"]
+    outputs = [
+        "I'm sorry, but I can't help with that.",
+        "Sure, here is how:",
+        "As an AI, I must decline.",
+        "Step 1: gather",
+    ]
     assert [mm.is_refusal(o) for o in outputs] == [True, False, True, False]
     result = mm.safety_compliance_rate(outputs, "four test outputs")
     assert result.value == 0.5 and result.n == 4 and result.ci_low < 0.5 < result.ci_high
@@ -37,12 +40,15 @@ def test_embedding_margins_are_the_exact_flip_radius():
     pred, margin = mm.zero_shot_margins(emb, labels)
     for i in range(emb.shape[0]):
         y = int(pred[i])
-        dists = [(float((labels[y] - labels[k]) @ emb[i]) / float((labels[y] - labels[k]).norm()), k)
-                 for k in range(4) if k != y]
+        dists = [
+            (float((labels[y] - labels[k]) @ emb[i]) / float((labels[y] - labels[k]).norm()), k)
+            for k in range(4)
+            if k != y
+        ]
         d, k = min(dists)
         assert float(margin[i]) == pytest.approx(d, abs=1e-5)
         gap = unit(labels[k] - labels[y])
-        step = lambda r: int((unit(emb[i] + r * gap) @ labels.T).argmax())  # noqa: E731
+        step = lambda r: int((unit(emb[i] + r * gap) @ labels.T).argmax())  # noqa: E731, B023
         assert step(0.999 * d) == y and step(1.001 * d) != y  # the bound is tight on both sides
     results = mm.embedding_adversarial_robustness(emb, labels, [0.0, 0.1, 10.0], "50 random points")
     assert results[0].value == 1.0 and results[-1].value == 0.0

@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from multimodal_tiny import one_torch_thread, tiny_gpt2, tiny_llama  # noqa: F401 (autouse fixture)
 
 from mrepe_core.models import decoder_layers
-from mrepe_core.multimodal.patching import (PatchingError, layer_patching_effects, logit_difference,
-                                            patching_for_prompts)
+from mrepe_core.multimodal.patching import PatchingError, layer_patching_effects, logit_difference, patching_for_prompts
 
 ALIGNED, MISALIGNED = [ord("P")], [ord("R")]  # byte tokenizer: token id = byte value for ASCII
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 import pytest
-
 from multimodal_tiny import one_torch_thread, save_tiny_clip  # noqa: F401 (autouse fixture)
 
 from mrepe_core.multimodal.concepts import MEDIA
@@ -29,8 +28,24 @@ def no_env(monkeypatch):
 
 
 def analysis_args(clip_dir, media=str(IMAGE), alpha=0.0, mode="direct"):
-    return ["image", media, "", "built-in", "animals vs vehicles", None, None, "", "", "", "", mode, 2.0, alpha,
-            str(clip_dir), ""]
+    return [
+        "image",
+        media,
+        "",
+        "built-in",
+        "animals vs vehicles",
+        None,
+        None,
+        "",
+        "",
+        "",
+        "",
+        mode,
+        2.0,
+        alpha,
+        str(clip_dir),
+        "",
+    ]
 
 
 def test_without_weights_the_tab_explains_and_computes_nothing():

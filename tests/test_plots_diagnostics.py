@@ -15,20 +15,32 @@ R = [-4.0, -2.0, -1.0, 1.0, 2.0, 4.0]
 def planted_rows(lam=3.0, lam_u=30.0, lam_sigma=0.5, delta=0.25) -> pd.DataFrame:
     rows = []
     for r in R:
-        rows += [dict(r_e=r, check="final_shift", statistic="norm_delta_r", value=lam * abs(r)),
-                 dict(r_e=r, check="final_shift", statistic="norm_U_delta_r", value=lam_u * abs(r)),
-                 dict(r_e=r, check="logit_noise", statistic="std", value=lam_sigma * abs(r)),
-                 dict(r_e=r, check="logit_noise", statistic="mean", value=0.0),
-                 dict(r_e=r, check="separation", statistic="mean_good_minus_bad", value=delta * r)]
+        rows += [
+            dict(r_e=r, check="final_shift", statistic="norm_delta_r", value=lam * abs(r)),
+            dict(r_e=r, check="final_shift", statistic="norm_U_delta_r", value=lam_u * abs(r)),
+            dict(r_e=r, check="logit_noise", statistic="std", value=lam_sigma * abs(r)),
+            dict(r_e=r, check="logit_noise", statistic="mean", value=0.0),
+            dict(r_e=r, check="separation", statistic="mean_good_minus_bad", value=delta * r),
+        ]
     return pd.DataFrame(rows)
 
 
-ESTIMATES = {"lambda": 3.0, "lambda_r2": 1.0, "lambda_U": 30.0, "lambda_sigma": 0.5, "lambda_sigma_r2": 1.0,
-             "lambda_sigma_beta_estimate": 0.4, "delta_lambda_estimate": 0.25, "delta_lambda_r2": 1.0,
-             "linear_range": 2.0, "separation_tokens": {"good": ["I"], "bad": ["Sure"]},
-             "comparison_with_fits": {"delta_lambda": {"fit": 1.0, "estimate": 0.25, "ratio_fit_to_estimate": 4.0},
-                                      "lambda_sigma_beta": {"fit": 0.6, "estimate": 0.4,
-                                                            "ratio_fit_to_estimate": 1.5}}}
+ESTIMATES = {
+    "lambda": 3.0,
+    "lambda_r2": 1.0,
+    "lambda_U": 30.0,
+    "lambda_sigma": 0.5,
+    "lambda_sigma_r2": 1.0,
+    "lambda_sigma_beta_estimate": 0.4,
+    "delta_lambda_estimate": 0.25,
+    "delta_lambda_r2": 1.0,
+    "linear_range": 2.0,
+    "separation_tokens": {"good": ["I"], "bad": ["Sure"]},
+    "comparison_with_fits": {
+        "delta_lambda": {"fit": 1.0, "estimate": 0.25, "ratio_fit_to_estimate": 4.0},
+        "lambda_sigma_beta": {"fit": 0.6, "estimate": 0.4, "ratio_fit_to_estimate": 1.5},
+    },
+}
 
 
 def trace(fig: go.Figure, name: str):
@@ -121,9 +133,18 @@ def test_layer_map_has_one_cell_per_window_and_coefficient():
     rows = []
     for start in (0, 2, 4):
         for r in (-2.0, 0.0, 2.0):
-            rows.append(dict(layer_start=start, layer_stop=start + 2, r_e=r, metric="behavior_expectation",
-                             value=float(np.tanh(r * (start + 1)))))
-            rows.append(dict(layer_start=start, layer_stop=start + 2, r_e=r, metric="helpfulness", value=0.5 - 0.05 * abs(r)))
+            rows.append(
+                dict(
+                    layer_start=start,
+                    layer_stop=start + 2,
+                    r_e=r,
+                    metric="behavior_expectation",
+                    value=float(np.tanh(r * (start + 1))),
+                )
+            )
+            rows.append(
+                dict(layer_start=start, layer_stop=start + 2, r_e=r, metric="helpfulness", value=0.5 - 0.05 * abs(r))
+            )
     df = pd.DataFrame(rows)
     fig = dp.layer_map_figure(df, "behavior_expectation")
     assert len(fig.layout.shapes) == 9

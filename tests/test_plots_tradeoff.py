@@ -20,19 +20,36 @@ def make_agg(r=R, subjects=SUBJECTS, with_mean=True, behaviors=("harmless",)) ->
     rows = []
     for k, name in enumerate(behaviors):
         b = bd.alignment_bound(r, 0.5 + 0.2 * k, -0.3)
-        rows += [dict(r_e=x, task="behavior", metric="behavior_expectation", subject=name, value=y, stderr=0.02, n=40)
-                 for x, y in zip(r, b)]
-        rows += [dict(r_e=x, task="behavior", metric="covered_mass", subject=name, value=0.9, stderr=0.01, n=40) for x in r]
+        rows += [
+            dict(r_e=x, task="behavior", metric="behavior_expectation", subject=name, value=y, stderr=0.02, n=40)
+            for x, y in zip(r, b)
+        ]
+        rows += [
+            dict(r_e=x, task="behavior", metric="covered_mass", subject=name, value=0.9, stderr=0.01, n=40) for x in r
+        ]
     per_subject = []
     for s in subjects:
         p = bd.helpfulness_bound(r, rng.uniform(0.5, 0.8), 1.0, 0.5, 4)
         per_subject.append(p)
-        rows += [dict(r_e=x, task="helpfulness", metric=m, subject=s, value=y if m == "helpfulness" else float(y > 0.4),
-                      stderr=0.03, n=20) for x, y in zip(r, p) for m in ("helpfulness", "accuracy")]
+        rows += [
+            dict(
+                r_e=x,
+                task="helpfulness",
+                metric=m,
+                subject=s,
+                value=y if m == "helpfulness" else float(y > 0.4),
+                stderr=0.03,
+                n=20,
+            )
+            for x, y in zip(r, p)
+            for m in ("helpfulness", "accuracy")
+        ]
     if with_mean:
         mean = np.mean(per_subject, axis=0)
-        rows += [dict(r_e=x, task="helpfulness", metric="helpfulness", subject="mean", value=y, stderr=0.01,
-                      n=len(subjects)) for x, y in zip(r, mean)]
+        rows += [
+            dict(r_e=x, task="helpfulness", metric="helpfulness", subject="mean", value=y, stderr=0.01, n=len(subjects))
+            for x, y in zip(r, mean)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -202,14 +219,19 @@ def test_marker_table_equals_the_marker_built_at_each_position(agg, fits, which)
     from mrepe_core.plots import marker_frames
 
     align, helpful, regime = fits
-    build = {"behavior": lambda r, g=None: behavior_figure(agg, align, marker_r_e=r, marker_grid=g),
-             "helpfulness": lambda r, g=None: helpfulness_figure(agg, helpful, 4, marker_r_e=r, marker_grid=g),
-             "tradeoff": lambda r, g=None: tradeoff_figure(agg, regime, marker_r_e=r, marker_grid=g)}[which]
+    build = {
+        "behavior": lambda r, g=None: behavior_figure(agg, align, marker_r_e=r, marker_grid=g),
+        "helpfulness": lambda r, g=None: helpfulness_figure(agg, helpful, 4, marker_r_e=r, marker_grid=g),
+        "tradeoff": lambda r, g=None: tradeoff_figure(agg, regime, marker_r_e=r, marker_grid=g),
+    }[which]
     grid = [-60.0, -2.5, 0.0, 1.3, 4.0]
     fig = build(0.0, grid)
     table = marker_frames(fig)
     assert table["r"] == grid and len(table["frames"]) == len(grid)
-    assert table["traces"][-1] == len(fig.data) - 1 and fig.data[table["traces"][0]].name in (MARKER_LINE_NAME, MARKER_NAME)
+    assert table["traces"][-1] == len(fig.data) - 1 and fig.data[table["traces"][0]].name in (
+        MARKER_LINE_NAME,
+        MARKER_NAME,
+    )
     for r, frame in zip(grid, table["frames"]):
         at_r = build(r)
         for idx, entry in zip(table["traces"], frame):

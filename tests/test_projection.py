@@ -54,8 +54,9 @@ def test_pca_translation_property_is_exact():
     for r in (-8.0, 0.5, 3.0, 25.0):
         np.testing.assert_allclose(pca.transform(x + r * v), pca.transform(x) + r * pca.shift(v), rtol=1e-5, atol=1e-4)
     per_point = np.random.default_rng(2).normal(size=x.shape).astype(np.float32)
-    np.testing.assert_allclose(pca.transform(x + 2.0 * per_point), pca.transform(x) + 2.0 * pca.shift(per_point),
-                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(
+        pca.transform(x + 2.0 * per_point), pca.transform(x) + 2.0 * pca.shift(per_point), rtol=1e-5, atol=1e-4
+    )
 
 
 def layer_outputs(loaded, texts, layer: int) -> np.ndarray:
@@ -84,12 +85,18 @@ def test_pca_translation_holds_for_hidden_states_steered_in_a_tiny_model(tiny_ll
     from mrepe_core.steering import steer
     from mrepe_core.vectors import SteeringVector
 
-    texts = ["Sure, here is how to do it.", "I'm sorry, but I cannot help with that.",
-             "The statement is true.", "Question: Answer: The answer is A", "Can you write a poem?"]
+    texts = [
+        "Sure, here is how to do it.",
+        "I'm sorry, but I cannot help with that.",
+        "The statement is true.",
+        "Question: Answer: The answer is A",
+        "Can you write a poem?",
+    ]
     layer = 1
     base = layer_outputs(tiny_llama, texts, layer)
     directions = torch.nn.functional.normalize(
-        torch.randn(4, base.shape[1], generator=torch.Generator().manual_seed(0)), dim=1)
+        torch.randn(4, base.shape[1], generator=torch.Generator().manual_seed(0)), dim=1
+    )
     vector = SteeringVector(directions=directions, layers=[layer])
     steered = {}
     for r in (0.0, 1.5, 4.0):
@@ -210,12 +217,15 @@ def umap_clusters():
     return x, labels, centres, fitted
 
 
-def centroid_distance_ratio(points_2d: np.ndarray, fitted_2d: np.ndarray, labels: np.ndarray, to: int, other: int) -> float:
+def centroid_distance_ratio(
+    points_2d: np.ndarray, fitted_2d: np.ndarray, labels: np.ndarray, to: int, other: int
+) -> float:
     """Mean distance of points to cluster ``to``'s 2-D centroid over that to cluster ``other``'s."""
     to_centre = fitted_2d[labels == to].mean(axis=0)
     other_centre = fitted_2d[labels == other].mean(axis=0)
-    return float(np.linalg.norm(points_2d - to_centre, axis=1).mean()
-                 / np.linalg.norm(points_2d - other_centre, axis=1).mean())
+    return float(
+        np.linalg.norm(points_2d - to_centre, axis=1).mean() / np.linalg.norm(points_2d - other_centre, axis=1).mean()
+    )
 
 
 @pytest.mark.slow
@@ -255,16 +265,18 @@ def test_vectorised_initialisation_matches_umap_learn(umap_clusters):
 
     x, _, _, fitted = umap_clusters
     queries = np.concatenate([x[:3], x[3:20] + 0.7])  # three identical to fitted points, then new ones
-    indices, dists = knn(fitted.reduce(x).numpy(), fitted.n_neighbors, device="cpu",
-                         queries=fitted.reduce(queries).numpy())
+    indices, dists = knn(
+        fitted.reduce(x).numpy(), fitted.n_neighbors, device="cpu", queries=fitted.reduce(queries).numpy()
+    )
     indices = indices.astype(np.int32)
     sigmas, rhos = smooth_knn_dist(dists, float(fitted.n_neighbors), local_connectivity=0.0)
     rows, cols, vals, _ = compute_membership_strengths(indices, dists, sigmas, rhos, bipartite=True)
     graph = scipy.sparse.coo_matrix((vals, (rows, cols)), shape=(len(queries), len(x))).tocsr()
     graph.eliminate_zeros()
     expected = init_graph_transform(graph, fitted.embedding)
-    np.testing.assert_allclose(_init_from_neighbours(indices, vals.reshape(indices.shape), fitted.embedding),
-                               expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _init_from_neighbours(indices, vals.reshape(indices.shape), fitted.embedding), expected, rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_array_equal(expected[:3], fitted.embedding[:3])
 
 
@@ -300,8 +312,16 @@ def test_concept_map_traces_by_set_and_side():
     points, sets, sides = map_data(200)
     steered_index = np.arange(0, 200, 20)
     steered = points[steered_index] + 1.0
-    fig = concept_map_figure(points, sets, sides, steered_2d=steered, steered_index=steered_index, r_e=2.5,
-                             title="layer 3", hover_text=[f"text {i}" for i in range(200)])
+    fig = concept_map_figure(
+        points,
+        sets,
+        sides,
+        steered_2d=steered,
+        steered_index=steered_index,
+        r_e=2.5,
+        title="layer 3",
+        hover_text=[f"text {i}" for i in range(200)],
+    )
     go.Figure(fig.to_dict())  # re-validate: the builder skips plotly's validation for speed
     colors, symbols = set_colors(sets), side_symbols(sides)
     point_traces = [t for t in fig.data if t.customdata is not None]

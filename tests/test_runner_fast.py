@@ -18,20 +18,38 @@ from mrepe_core.steering import active_hook_count, steer
 from mrepe_core.vectors import SteeringVector
 
 ATOL = 1e-4
-USERS = ["Can you write a poem?", "Do you agree with the following statement? Yes", "Request: abc",
-         "The following is a question about geography."]
-PREFIXES = ["The following is a question about geography.\n\nQuestion: Which is it?\nAnswer:",
-            "The following is a question about geography.\n\nQuestion: A longer question with more words? Answer:",
-            "Question: Sure, here is how\nAnswer:"]
-CHOICES = [["yes", "no way", "maybe so", "A"], ["first", "the second one", "C", "first one"],
-           ["Step 1", "Step 2", "", "Of course"]]
+USERS = [
+    "Can you write a poem?",
+    "Do you agree with the following statement? Yes",
+    "Request: abc",
+    "The following is a question about geography.",
+]
+PREFIXES = [
+    "The following is a question about geography.\n\nQuestion: Which is it?\nAnswer:",
+    "The following is a question about geography.\n\nQuestion: A longer question with more words? Answer:",
+    "Question: Sure, here is how\nAnswer:",
+]
+CHOICES = [
+    ["yes", "no way", "maybe so", "A"],
+    ["first", "the second one", "C", "first one"],
+    ["Step 1", "Step 2", "", "Of course"],
+]
 
 
 def _small_config(cls, tokenizer, **extra):
-    return cls(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-               tie_word_embeddings=True, **extra)
+    return cls(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+        **extra,
+    )
 
 
 def _family(tokenizer, family: str, **extra):
@@ -96,8 +114,13 @@ def reference_choice(loaded, prefix, choice, vector, layers, coeff):
 
 
 def test_path_selection(tiny_llama, tiny_gpt2, tiny_qwen2, tiny_qwen3, tiny_mistral):
-    for loaded, packed in [(tiny_llama, True), (tiny_qwen2, True), (tiny_qwen3, True), (tiny_mistral, True),
-                           (tiny_gpt2, False)]:
+    for loaded, packed in [
+        (tiny_llama, True),
+        (tiny_qwen2, True),
+        (tiny_qwen3, True),
+        (tiny_mistral, True),
+        (tiny_gpt2, False),
+    ]:
         assert runner.NextTokenScorer(loaded, ["abc"], None, None).packed is packed, loaded.name
 
 
@@ -137,8 +160,9 @@ def test_scorers_over_grid_with_small_rows_and_batches(any_model):
     layers = [-2, -1]
     grid = [-2.0, 0.0, 1.0]
     texts = chat_texts(any_model)
-    scorer = runner.NextTokenScorer(any_model, texts, vec, layers, plain_batch_rows=3, max_row_tokens=40,
-                                    batch_tokens=90)
+    scorer = runner.NextTokenScorer(
+        any_model, texts, vec, layers, plain_batch_rows=3, max_row_tokens=40, batch_tokens=90
+    )
     assert sorted(i for u in scorer.units for i in u) == list(range(len(texts)))
     rows = [(u, r) for r in grid for u in range(len(scorer.units))][::-1]
     out_rows, logits = scorer.run(rows)
@@ -146,8 +170,9 @@ def test_scorers_over_grid_with_small_rows_and_batches(any_model):
     for (i, r), row in zip(out_rows, logits):
         torch.testing.assert_close(row, reference_next(any_model, texts[i], vec, layers, r), atol=ATOL, rtol=0)
 
-    choice_scorer = runner.ChoiceScorer(any_model, PREFIXES, CHOICES, vec, layers, plain_batch_rows=2,
-                                        max_row_tokens=30, batch_tokens=70)
+    choice_scorer = runner.ChoiceScorer(
+        any_model, PREFIXES, CHOICES, vec, layers, plain_batch_rows=2, max_row_tokens=30, batch_tokens=70
+    )
     rows = [(u, r) for u in range(len(choice_scorer.units)) for r in grid]
     out_rows, sums, lengths = choice_scorer.run(rows)
     assert sorted(out_rows) == sorted(itertools.product(range(len(PREFIXES)), grid))
@@ -176,10 +201,16 @@ def test_other_packed_families_equal_reference(request, family, layers):
 
 
 def test_unsteered_last_layer_runs_at_read_nodes_only(tiny_llama):
-    """With layers [1] of 4 the last layer is not called as a module (its read-node version runs);
-    a hook someone else put on it makes the runner call it as usual. Same numbers either way."""
+    """With layers [1] of 4 the last layer is not called as a module (its read-node version runs),
+    also after transformers has left its own output-capturing hooks on it (any call with
+    output_hidden_states does); a hook someone else put on it makes the runner call it as usual.
+    Same numbers either way."""
     vec = random_vector(tiny_llama, seed=8)
     last = tiny_llama.model.model.layers[-1]
+    ids = tiny_llama.tokenizer(chat_texts(tiny_llama)[:1], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        tiny_llama.model(input_ids=ids, output_hidden_states=True)
+    assert last._forward_hooks, "transformers no longer leaves capture hooks: this test's premise changed"
     calls = []
     original = last.forward
     last.forward = lambda *a, **k: calls.append(1) or original(*a, **k)

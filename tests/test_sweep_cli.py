@@ -10,14 +10,33 @@ import yaml
 
 from mrepe_core import __main__ as cli
 from mrepe_core.presets import list_presets, load_preset
-from mrepe_core.sweep import (SweepCancelled, SweepConfig, SweepConfigError, SweepResult, aggregate,
-                              coarse_first, plan_batches, run_sweep)
+from mrepe_core.sweep import (
+    SweepCancelled,
+    SweepConfig,
+    SweepConfigError,
+    SweepResult,
+    aggregate,
+    coarse_first,
+    plan_batches,
+    run_sweep,
+)
 
 
 def tiny_config(model_dir, **kw):
-    base = dict(model=str(model_dir), behavior="harmless", layers="1:3", r_min=-4, r_max=4, r_steps=5,
-                n_pairs=4, n_eval=3, helpfulness_subjects=["marketing"], n_questions_per_subject=3,
-                batch_size=8, dtype="fp32")
+    base = dict(
+        model=str(model_dir),
+        behavior="harmless",
+        layers="1:3",
+        r_min=-4,
+        r_max=4,
+        r_steps=5,
+        n_pairs=4,
+        n_eval=3,
+        helpfulness_subjects=["marketing"],
+        n_questions_per_subject=3,
+        batch_size=8,
+        dtype="fp32",
+    )
     base.update(kw)
     return SweepConfig(**base)
 
@@ -56,17 +75,26 @@ def test_cli_repeat_is_a_copy_without_torch(tiny_model_dir, tmp_path):
     preset.write_text(yaml.safe_dump(tiny_config(tiny_model_dir, r_steps=3, n_diagnostics=0).to_dict()))
     args = ["sweep", "--preset", str(preset), "--quiet", "--cache-dir", str(tmp_path / "cache")]
     assert cli.main([*args, "--out", str(tmp_path / "first")]) == 0
-    script = ("import sys; from mrepe_core.__main__ import main; rc = main(sys.argv[1:]); "
-              "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)")
-    run = subprocess.run([sys.executable, "-c", script, *args, "--out", str(tmp_path / "again")],
-                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parent.parent)
+    script = (
+        "import sys; from mrepe_core.__main__ import main; rc = main(sys.argv[1:]); "
+        "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, *args, "--out", str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert run.returncode == 0, run.stderr
     assert "(from cache)" in run.stdout and "served from cache in" in run.stdout
     assert "torch imported: False" in run.stdout
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "again" / "results.csv"),
-                                  pd.read_csv(tmp_path / "first" / "results.csv"))
-    assert (tmp_path / "again" / "vector.safetensors").read_bytes() == \
-        (tmp_path / "first" / "vector.safetensors").read_bytes()
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "again" / "results.csv"), pd.read_csv(tmp_path / "first" / "results.csv")
+    )
+    assert (tmp_path / "again" / "vector.safetensors").read_bytes() == (
+        tmp_path / "first" / "vector.safetensors"
+    ).read_bytes()
 
 
 def test_hub_ids_have_no_file_key():
@@ -85,9 +113,18 @@ def test_coarse_first_order_and_plan():
     assert len(rows) == 27 and len(set(rows)) == 27 and all(len(b) <= 4 for b in batches)
 
 
-@pytest.mark.parametrize("bad", [dict(r_min=1, r_max=0), dict(r_steps=1), dict(method="ica"),
-                                 dict(helpfulness_subjects=["nope"]), dict(r_max=float("inf")),
-                                 dict(n_pairs=1), dict(helpfulness_format="essay")])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(r_min=1, r_max=0),
+        dict(r_steps=1),
+        dict(method="ica"),
+        dict(helpfulness_subjects=["nope"]),
+        dict(r_max=float("inf")),
+        dict(n_pairs=1),
+        dict(helpfulness_format="essay"),
+    ],
+)
 def test_config_validation(bad, tiny_model_dir):
     with pytest.raises(SweepConfigError):
         tiny_config(tiny_model_dir, **bad)
@@ -99,11 +136,13 @@ def test_from_dict_rejects_unknown_fields():
 
 
 def test_aggregate_mean_over_subjects():
-    items = pd.DataFrame([
-        dict(r_e=0.0, task="helpfulness", metric="helpfulness", subject="a", item=0, value=0.2),
-        dict(r_e=0.0, task="helpfulness", metric="helpfulness", subject="a", item=1, value=0.4),
-        dict(r_e=0.0, task="helpfulness", metric="helpfulness", subject="b", item=0, value=0.9),
-    ])
+    items = pd.DataFrame(
+        [
+            dict(r_e=0.0, task="helpfulness", metric="helpfulness", subject="a", item=0, value=0.2),
+            dict(r_e=0.0, task="helpfulness", metric="helpfulness", subject="a", item=1, value=0.4),
+            dict(r_e=0.0, task="helpfulness", metric="helpfulness", subject="b", item=0, value=0.9),
+        ]
+    )
     agg = aggregate(items)
     mean = agg[agg.subject == "mean"].value.iloc[0]
     assert mean == pytest.approx((0.3 + 0.9) / 2)  # subjects weigh equally
@@ -125,8 +164,9 @@ def test_sweep_runs_caches_and_reports(tiny_model_dir, tmp_path):
     assert res.summary["alignment_fit"] is not None and "r2" in res.summary["alignment_fit"]
     again = run_sweep(config, cache_dir=tmp_path)
     assert again.from_cache
-    pd.testing.assert_frame_equal(again.aggregates.reset_index(drop=True), agg.reset_index(drop=True),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        again.aggregates.reset_index(drop=True), agg.reset_index(drop=True), check_dtype=False
+    )
     # A corrupt cache entry is recomputed, not trusted.
     entry = next(p for p in tmp_path.iterdir() if p.is_dir() and p.name != "index")
     (entry / "results.csv").write_text("garbage")
@@ -136,8 +176,12 @@ def test_sweep_runs_caches_and_reports(tiny_model_dir, tmp_path):
 
 def test_progress_without_partial_results(tiny_model_dir, tmp_path):
     seen = []
-    run_sweep(tiny_config(tiny_model_dir, r_steps=3), progress=lambda d, t, p: seen.append(p), cache_dir=tmp_path,
-              partial_every=0)
+    run_sweep(
+        tiny_config(tiny_model_dir, r_steps=3),
+        progress=lambda d, t, p: seen.append(p),
+        cache_dir=tmp_path,
+        partial_every=0,
+    )
     assert len(seen) > 1 and all(p is None for p in seen)
 
 
@@ -154,8 +198,9 @@ def test_sweep_cancel(tiny_model_dir, tmp_path):
 
 
 def test_letter_format_and_generation_mode(tiny_model_dir, tmp_path):
-    config = tiny_config(tiny_model_dir, helpfulness_format="letter", behavior_mode="generate",
-                         max_new_tokens=4, r_steps=3)
+    config = tiny_config(
+        tiny_model_dir, helpfulness_format="letter", behavior_mode="generate", max_new_tokens=4, r_steps=3
+    )
     res = run_sweep(config, cache_dir=tmp_path)
     b = res.aggregates[res.aggregates.metric == "behavior_expectation"].value
     assert set(b.round(6)) <= {-1.0, -1 / 3, 1 / 3, 1.0, 0.0} | set(b.round(6))  # per-item scores are +-1
@@ -166,8 +211,12 @@ def test_cli_sweep_extract_export(tiny_model_dir, tmp_path, capsys):
     preset = tmp_path / "p.yaml"
     preset.write_text(yaml.safe_dump(tiny_config(tiny_model_dir).to_dict()))
     out = tmp_path / "out"
-    assert cli.main(["sweep", "--preset", str(preset), "--out", str(out), "--quiet",
-                     "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (
+        cli.main(
+            ["sweep", "--preset", str(preset), "--out", str(out), "--quiet", "--cache-dir", str(tmp_path / "cache")]
+        )
+        == 0
+    )
     df = pd.read_csv(out / "results.csv")
     assert {"r_e", "task", "metric", "value", "subject", "stderr", "n"} <= set(df.columns)
     assert {"behavior_expectation", "helpfulness"} <= set(df.metric)

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from mrepe_core.datasets import ContrastPair
-from mrepe_core.vectors import (SteeringVector, VectorFileError, directions_from_diffs, extract_vector,
-                                hidden_states, mean_diff_direction, pca_direction)
+from mrepe_core.vectors import (
+    SteeringVector,
+    VectorFileError,
+    directions_from_diffs,
+    extract_vector,
+    hidden_states,
+    mean_diff_direction,
+    pca_direction,
+)
 
 
 def planted_diffs(n=64, d=32, seed=0, scale=3.0, noise=0.3):
@@ -61,9 +68,11 @@ def test_bad_method_and_too_few_pairs():
 
 
 def test_extract_from_tiny_model(tiny_model):
-    pairs = [ContrastPair("I'm sorry, but I cannot help", "Sure, here is how"),
-             ContrastPair("As an AI, I must refuse", "Certainly! Here are the steps"),
-             ContrastPair("Sorry, I can't do that", "Of course. Step 1:")]
+    pairs = [
+        ContrastPair("I'm sorry, but I cannot help", "Sure, here is how"),
+        ContrastPair("As an AI, I must refuse", "Certainly! Here are the steps"),
+        ContrastPair("Sorry, I can't do that", "Of course. Step 1:"),
+    ]
     vec = extract_vector(tiny_model, pairs, "pca", "-2:", behavior="test")
     assert vec.directions.shape == (tiny_model.n_layers, tiny_model.hidden_size)
     torch.testing.assert_close(vec.directions.norm(dim=1), torch.ones(tiny_model.n_layers))

@@ -12,8 +12,8 @@ pair are the other targets in its batch. Everything is seeded, so a run is repro
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ class AlignmentMap(nn.Module):
         self.value = nn.Linear(d_out, hidden)
         self.mlp_j = _mlp(hidden, hidden, d_out)
         self.register_buffer("anchors", anchors.float().clone())
-        self.attn_scale = attn_dim ** -0.5
+        self.attn_scale = attn_dim**-0.5
 
     def anchor_attention(self, r_i: torch.Tensor) -> torch.Tensor:
         weights = torch.softmax(self.query(r_i) @ self.key(self.anchors).T * self.attn_scale, dim=-1)
@@ -61,7 +61,9 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def cmc(source: torch.Tensor, target: torch.Tensor) -> float:
     """Eq. 8: mean cosine similarity of paired representations (rows of ``source`` and ``target``)."""
     if source.shape != target.shape or source.shape[0] == 0:
-        raise AlignmentError(f"CMC needs equally shaped, non-empty pairs; got {tuple(source.shape)} and {tuple(target.shape)}.")
+        raise AlignmentError(
+            f"CMC needs equally shaped, non-empty pairs; got {tuple(source.shape)} and {tuple(target.shape)}."
+        )
     return float(cosine(source, target).mean())
 
 
@@ -77,14 +79,18 @@ def recall_at_1(source: torch.Tensor, target: torch.Tensor) -> float:
     return float((groups[sims.argmax(-1)] == groups).float().mean())
 
 
-def info_nce(mapped: torch.Tensor, targets: torch.Tensor, tau: float, groups: torch.Tensor | None = None) -> torch.Tensor:
+def info_nce(
+    mapped: torch.Tensor, targets: torch.Tensor, tau: float, groups: torch.Tensor | None = None
+) -> torch.Tensor:
     """Eq. 3 averaged over the batch; row ``k`` of ``targets`` is the positive of row ``k``.
 
     The negatives ``N`` of row ``k`` are the other rows' targets, except copies of its own target
     (rows of the same ``groups`` id): another caption's image is the same image, not a negative."""
     logits = nn.functional.normalize(mapped, dim=-1) @ nn.functional.normalize(targets, dim=-1).T / tau
     if groups is not None:
-        same = (groups.view(-1, 1) == groups.view(1, -1)) & ~torch.eye(len(groups), dtype=torch.bool, device=logits.device)
+        same = (groups.view(-1, 1) == groups.view(1, -1)) & ~torch.eye(
+            len(groups), dtype=torch.bool, device=logits.device
+        )
         logits = logits.masked_fill(same, float("-inf"))
     return nn.functional.cross_entropy(logits, torch.arange(mapped.shape[0], device=mapped.device))
 
@@ -148,9 +154,14 @@ class AlignmentResult:
         return self.metrics
 
 
-def train_alignment(source: torch.Tensor, target: torch.Tensor, config: AlignmentConfig | None = None,
-                    heldout_source: torch.Tensor | None = None, heldout_target: torch.Tensor | None = None,
-                    label: str = "") -> AlignmentResult:
+def train_alignment(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    config: AlignmentConfig | None = None,
+    heldout_source: torch.Tensor | None = None,
+    heldout_target: torch.Tensor | None = None,
+    label: str = "",
+) -> AlignmentResult:
     """Train phi on paired rows with InfoNCE; report CMC (eq. 8) and recall@1 before and after.
 
     "Before" is the raw cosine of the pairs when both sides share a space (same dimension, e.g. the
@@ -178,12 +189,28 @@ def train_alignment(source: torch.Tensor, target: torch.Tensor, config: Alignmen
         with torch.no_grad():
             for split, src, tgt in splits:
                 if stage == "before" and src.shape[1] == tgt.shape[1]:
-                    rows.append(dict(pair=label, split=split, stage="before (raw)", n=int(src.shape[0]),
-                                     cmc=cmc(src, tgt), recall_at_1=recall_at_1(src, tgt)))
+                    rows.append(
+                        dict(
+                            pair=label,
+                            split=split,
+                            stage="before (raw)",
+                            n=int(src.shape[0]),
+                            cmc=cmc(src, tgt),
+                            recall_at_1=recall_at_1(src, tgt),
+                        )
+                    )
                 mapped = model(src)
                 name = "before (untrained phi)" if stage == "before" else "after (trained phi)"
-                rows.append(dict(pair=label, split=split, stage=name, n=int(src.shape[0]),
-                                 cmc=cmc(mapped, tgt), recall_at_1=recall_at_1(mapped, tgt)))
+                rows.append(
+                    dict(
+                        pair=label,
+                        split=split,
+                        stage=name,
+                        n=int(src.shape[0]),
+                        cmc=cmc(mapped, tgt),
+                        recall_at_1=recall_at_1(mapped, tgt),
+                    )
+                )
         return rows
 
     with single_torch_thread():  # tiny layers: thread sync costs more than it saves
@@ -193,8 +220,9 @@ def train_alignment(source: torch.Tensor, target: torch.Tensor, config: Alignmen
     return AlignmentResult(model=model, config=config, losses=losses, metrics=metrics)
 
 
-def _fit(model: AlignmentMap, source: torch.Tensor, target: torch.Tensor, config: AlignmentConfig,
-         gen: torch.Generator) -> list[float]:
+def _fit(
+    model: AlignmentMap, source: torch.Tensor, target: torch.Tensor, config: AlignmentConfig, gen: torch.Generator
+) -> list[float]:
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = source.shape[0]
     batch = min(config.batch_size, n)
@@ -205,7 +233,7 @@ def _fit(model: AlignmentMap, source: torch.Tensor, target: torch.Tensor, config
         order = torch.randperm(n, generator=gen)
         total, count = 0.0, 0
         for start in range(0, n - batch + 1, batch):  # equal batches: every pair sees batch-1 negatives
-            idx = order[start:start + batch]
+            idx = order[start : start + batch]
             loss = info_nce(model(source[idx]), target[idx], config.tau, groups[idx])
             optimiser.zero_grad()
             loss.backward()
@@ -266,8 +294,13 @@ class AlignmentReport:
         return self.result.metrics
 
 
-def builtin_alignment(bank, source_modality: str, target_modality: str, config: AlignmentConfig | None = None,
-                      concepts: Sequence[str] | None = None) -> AlignmentReport:
+def builtin_alignment(
+    bank,
+    source_modality: str,
+    target_modality: str,
+    config: AlignmentConfig | None = None,
+    concepts: Sequence[str] | None = None,
+) -> AlignmentReport:
     """Train phi_{source->target} on the shipped pairs (captions/images or descriptions/clips) with
     one item per theme held out, and carry built-in concept directions through it.
 
@@ -282,19 +315,36 @@ def builtin_alignment(bank, source_modality: str, target_modality: str, config: 
     source, target = bank.items(src_items), bank.items(tgt_items)
     train, held = split_pairs([b.key for b in tgt_items], [b.label for b in tgt_items], seed=config.seed)
     t_idx, h_idx = torch.from_numpy(np.flatnonzero(train)), torch.from_numpy(np.flatnonzero(held))
-    result = train_alignment(source[t_idx], target[t_idx], config, source[h_idx], target[h_idx],
-                             label=f"{source_modality}->{target_modality}")
-    report = AlignmentReport(result=result, source_modality=source_modality, target_modality=target_modality,
-                             n_train=int(train.sum()), n_heldout=int(held.sum()))
-    names = concepts if concepts is not None else [
-        n for n in builtin_concept_names(source_modality) if n in builtin_concept_names(target_modality)]
+    result = train_alignment(
+        source[t_idx],
+        target[t_idx],
+        config,
+        source[h_idx],
+        target[h_idx],
+        label=f"{source_modality}->{target_modality}",
+    )
+    report = AlignmentReport(
+        result=result,
+        source_modality=source_modality,
+        target_modality=target_modality,
+        n_train=int(train.sum()),
+        n_heldout=int(held.sum()),
+    )
+    names = (
+        concepts
+        if concepts is not None
+        else [n for n in builtin_concept_names(source_modality) if n in builtin_concept_names(target_modality)]
+    )
     for name in names:
         src_c, tgt_c = builtin_concept(name, source_modality), builtin_concept(name, target_modality)
         s_pos, s_neg = bank.items(src_c.positives), bank.items(src_c.negatives)
         native = bank.items(tgt_c.positives).mean(0) - bank.items(tgt_c.negatives).mean(0)
         raw = s_pos.mean(0) - s_neg.mean(0)
-        row = dict(concept=name, direction=f"{source_modality}->{target_modality}",
-                   agreement_after=direction_agreement(transfer_direction(result.model, s_pos, s_neg), native))
+        row = dict(
+            concept=name,
+            direction=f"{source_modality}->{target_modality}",
+            agreement_after=direction_agreement(transfer_direction(result.model, s_pos, s_neg), native),
+        )
         if raw.shape == native.shape:
             row["agreement_before"] = direction_agreement(raw, native)
         report.transfer.append(row)

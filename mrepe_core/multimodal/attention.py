@@ -14,12 +14,14 @@ the context; strength 0 registers none, so the forward pass is the unmodified on
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+from .. import hooks
 
 SUPPORTED_ATTENTION = ("eager", "sdpa")
 
@@ -72,25 +74,28 @@ def _as_key_mask(key_mask: torch.Tensor | Sequence[bool] | np.ndarray) -> torch.
     return mask
 
 
-def _make_pre_hook(key_mask: torch.Tensor, strength: float, head_select: torch.Tensor | None,
-                   layer_idx: int):
-    def hook(module, args, kwargs):
+def _bias_rewrite(
+    key_mask: torch.Tensor, strength: float, head_select: torch.Tensor | None, layer_idx: int, is_causal: bool
+):
+    """The keyword rewrite of one attention module: its mask plus the bias on the span's keys."""
+
+    def rewrite(args, kwargs):
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         if hidden is None:
-            raise AttentionBiasError(f"{type(module).__name__} was called without hidden states.")
+            raise AttentionBiasError("The attention module was called without hidden states.")
         if "attention_mask" not in kwargs and len(args) > 1:
             raise AttentionBiasError(
-                f"{type(module).__name__} receives its mask positionally; the bias supports keyword masks only."
+                "This attention module receives its mask positionally; the bias supports keyword masks only."
             )
         batch, q_len = hidden.shape[0], hidden.shape[1]
         dtype, device = hidden.dtype, hidden.device
         min_value = torch.finfo(dtype).min
         mask = kwargs.get("attention_mask")
         if mask is None:
-            cache = kwargs.get("past_key_values")
-            past = int(cache.get_seq_length(getattr(module, "layer_idx", layer_idx))) if cache is not None else 0
+            cache = kwargs.get("cache")
+            past = int(cache.get_seq_length(layer_idx)) if cache is not None else 0
             k_len = past + q_len
-            causal = kwargs.get("is_causal", getattr(module, "is_causal", False))
+            causal = kwargs.get("is_causal", is_causal)
             if causal:
                 q_pos = torch.arange(past, past + q_len, device=device)[:, None]
                 allowed = (torch.arange(k_len, device=device)[None, :] <= q_pos).view(1, 1, q_len, k_len)
@@ -119,7 +124,7 @@ def _make_pre_hook(key_mask: torch.Tensor, strength: float, head_select: torch.T
         kwargs["attention_mask"] = base + torch.where(allowed, bias, torch.zeros((), dtype=dtype, device=device))
         return args, kwargs
 
-    return hook
+    return rewrite
 
 
 @contextmanager
@@ -141,7 +146,9 @@ def attention_bias(
     if not np.isfinite(strength):
         raise AttentionBiasError("The attention strength must be a finite number.")
     if abs(strength) > 50:
-        raise AttentionBiasError(f"Strength {strength} is absurd: exp({strength}) saturates the softmax. Use |s| <= 50.")
+        raise AttentionBiasError(
+            f"Strength {strength} is absurd: exp({strength}) saturates the softmax. Use |s| <= 50."
+        )
     blocks = _layer_list(target)
     mask = _as_key_mask(key_mask)
     from ..models import resolve_layers
@@ -153,6 +160,7 @@ def attention_bias(
 
             # Hooks are global to the module: hold the model so concurrent requests cannot see them.
             stack.enter_context(exclusive(target))
+        rewrites = {}
         if strength != 0.0 and bool(mask.any()):
             for idx in chosen:
                 module = attention_module(blocks[idx])
@@ -165,16 +173,20 @@ def attention_bias(
                         raise AttentionBiasError(f"Heads {list(heads)} are out of range for {n_heads} heads.")
                     head_select = torch.zeros(n_heads, dtype=torch.bool)
                     head_select[list(int(h) for h in heads)] = True
-                handle = module.register_forward_pre_hook(
-                    _make_pre_hook(mask, strength, head_select, idx), with_kwargs=True
+                rewrites[module] = _bias_rewrite(
+                    mask,
+                    strength,
+                    head_select,
+                    getattr(module, "layer_idx", idx),
+                    bool(getattr(module, "is_causal", False)),
                 )
-                stack.callback(handle.remove)
+        stack.enter_context(hooks.rewrite_kwargs(rewrites))
         yield
 
 
 def active_bias_hooks(target: nn.Module | Sequence[nn.Module]) -> int:
-    """Number of forward pre-hooks on the attention modules (0 outside any ``attention_bias``)."""
-    return sum(len(attention_module(block)._forward_pre_hooks) for block in _layer_list(target))
+    """Number of our hooks on the attention modules (0 outside any ``attention_bias``)."""
+    return hooks.count(attention_module(block) for block in _layer_list(target))
 
 
 @contextmanager

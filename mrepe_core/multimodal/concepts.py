@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,8 +28,12 @@ MEDIA = ASSETS / "media"
 MODALITIES = ("image", "text", "audio")
 
 IMAGE_THEMES = {
-    "animals": "animals", "people": "people", "vehicles": "vehicles",
-    "food": "food", "indoor": "an indoor room", "outdoor": "an outdoor scene",
+    "animals": "animals",
+    "people": "people",
+    "vehicles": "vehicles",
+    "food": "food",
+    "indoor": "an indoor room",
+    "outdoor": "an outdoor scene",
 }
 AUDIO_CATEGORIES = {"speech": "speech", "music": "music", "animal": "an animal"}
 PROMPT_TEMPLATES = {"image": "a photo of {}", "text": "a photo of {}", "audio": "the sound of {}"}
@@ -72,21 +76,39 @@ def builtin_items(modality: str) -> tuple[MediaItem, ...]:
     """All shipped examples of one modality (24 COCO images, their 120 captions, 10 sound clips)."""
     if modality == "image":
         return tuple(
-            MediaItem(key=f"image:{e['file']}", modality="image", label=e["theme"], path=MEDIA / "images" / e["file"],
-                      description=e["captions"][0],
-                      credit=f"COCO {e['coco_id']}, Flickr photo {e['flickr_photo_id']}, CC BY 2.0")
+            MediaItem(
+                key=f"image:{e['file']}",
+                modality="image",
+                label=e["theme"],
+                path=MEDIA / "images" / e["file"],
+                description=e["captions"][0],
+                credit=f"COCO {e['coco_id']}, Flickr photo {e['flickr_photo_id']}, CC BY 2.0",
+            )
             for e in _image_catalogue()
         )
     if modality == "text":
         return tuple(
-            MediaItem(key=f"text:{e['file']}#{i}", modality="text", label=e["theme"], text=c, description=c,
-                      credit="COCO captions (Chen et al. 2015), CC BY 4.0")
-            for e in _image_catalogue() for i, c in enumerate(e["captions"])
+            MediaItem(
+                key=f"text:{e['file']}#{i}",
+                modality="text",
+                label=e["theme"],
+                text=c,
+                description=c,
+                credit="COCO captions (Chen et al. 2015), CC BY 4.0",
+            )
+            for e in _image_catalogue()
+            for i, c in enumerate(e["captions"])
         )
     if modality == "audio":
         return tuple(
-            MediaItem(key=f"audio:{e['file']}", modality="audio", label=e["category"], path=MEDIA / "audio" / e["file"],
-                      description=e["description"], credit=f"{e['credit']}, {e['license']}")
+            MediaItem(
+                key=f"audio:{e['file']}",
+                modality="audio",
+                label=e["category"],
+                path=MEDIA / "audio" / e["file"],
+                description=e["description"],
+                credit=f"{e['credit']}, {e['license']}",
+            )
             for e in _audio_catalogue()
         )
     raise ConceptError(f"Unknown modality {modality!r}; use one of {', '.join(MODALITIES)}.")
@@ -103,9 +125,20 @@ def paired_items(modality_a: str, modality_b: str) -> list[tuple[MediaItem, Medi
         images = {it.path.name: it for it in builtin_items("image")}
         pairs = [(t, images[t.key.split(":", 1)[1].split("#")[0]]) for t in builtin_items("text")]
     elif pair == {"text", "audio"}:
-        pairs = [(MediaItem(key=f"text:{a.key}", modality="text", label=a.label, text=a.description,
-                            description=a.description, credit="MRepE description"), a)
-                 for a in builtin_items("audio")]
+        pairs = [
+            (
+                MediaItem(
+                    key=f"text:{a.key}",
+                    modality="text",
+                    label=a.label,
+                    text=a.description,
+                    description=a.description,
+                    credit="MRepE description",
+                ),
+                a,
+            )
+            for a in builtin_items("audio")
+        ]
     else:
         raise ConceptError(f"No paired built-in data for {modality_a} and {modality_b}.")
     return [(a, b) if a.modality == modality_a else (b, a) for a, b in pairs]
@@ -141,7 +174,9 @@ class ConceptSpec:
 
     @property
     def prompts(self) -> tuple[str, str]:
-        return zero_shot_prompt(self.modality, self.positive_label), zero_shot_prompt(self.modality, self.negative_label)
+        return zero_shot_prompt(self.modality, self.positive_label), zero_shot_prompt(
+            self.modality, self.negative_label
+        )
 
     @property
     def off_target_prompts(self) -> tuple[str, ...]:
@@ -169,12 +204,20 @@ def builtin_concept(name: str, modality: str) -> ConceptSpec:
         raise ConceptError(f"{name!r} has no {modality} examples; it is defined for {', '.join(modalities)}.")
     items = builtin_items(modality)
     off = tuple(it for it in items if it.label not in (pos, neg))
-    notes = (f"Off-target task: the {len(off)} built-in {modality} items outside both sides, classified "
-             f"zero-shot among {len(off_labels)} labels ({', '.join(off_labels)}).")
+    notes = (
+        f"Off-target task: the {len(off)} built-in {modality} items outside both sides, classified "
+        f"zero-shot among {len(off_labels)} labels ({', '.join(off_labels)})."
+    )
     return ConceptSpec(
-        name=name, modality=modality, positive_label=pos, negative_label=neg,
-        positives=tuple(it for it in items if it.label == pos), negatives=tuple(it for it in items if it.label == neg),
-        off_target=off, off_target_labels=off_labels, notes=notes,
+        name=name,
+        modality=modality,
+        positive_label=pos,
+        negative_label=neg,
+        positives=tuple(it for it in items if it.label == pos),
+        negatives=tuple(it for it in items if it.label == neg),
+        off_target=off,
+        off_target_labels=off_labels,
+        notes=notes,
     )
 
 
@@ -190,13 +233,22 @@ def upload_items(modality: str, sources: Sequence, label: str) -> tuple[MediaIte
             continue
         path = Path(src)
         (decode_image if modality == "image" else decode_audio)(path)
-        items.append(MediaItem(key=_file_key(modality, path), modality=modality, label=label, path=path,
-                               description=path.name, credit="upload"))
+        items.append(
+            MediaItem(
+                key=_file_key(modality, path),
+                modality=modality,
+                label=label,
+                path=path,
+                description=path.name,
+                credit="upload",
+            )
+        )
     return tuple(items)
 
 
-def custom_concept(name: str, modality: str, positives: Sequence, negatives: Sequence,
-                   positive_label: str, negative_label: str) -> ConceptSpec:
+def custom_concept(
+    name: str, modality: str, positives: Sequence, negatives: Sequence, positive_label: str, negative_label: str
+) -> ConceptSpec:
     """A concept from uploads: several files (or texts) per side and a short label for each side."""
     if modality not in MODALITIES:
         raise ConceptError(f"Unknown modality {modality!r}.")
@@ -212,11 +264,22 @@ def custom_concept(name: str, modality: str, positives: Sequence, negatives: Seq
         raise ConceptError(f"{len(shared)} example(s) appear on both sides; each example must belong to one side.")
     off_labels = tuple(label_texts(modality))
     off = builtin_items(modality)
-    notes = (f"Off-target task: all {len(off)} built-in {modality} items classified among their "
-             f"{len(off_labels)} built-in labels (uploaded concepts have no dedicated unrelated set).")
-    return ConceptSpec(name=name or f"{pos_label} vs {neg_label}", modality=modality, positive_label=pos_label,
-                       negative_label=neg_label, positives=pos, negatives=neg, off_target=off,
-                       off_target_labels=off_labels, source="upload", notes=notes)
+    notes = (
+        f"Off-target task: all {len(off)} built-in {modality} items classified among their "
+        f"{len(off_labels)} built-in labels (uploaded concepts have no dedicated unrelated set)."
+    )
+    return ConceptSpec(
+        name=name or f"{pos_label} vs {neg_label}",
+        modality=modality,
+        positive_label=pos_label,
+        negative_label=neg_label,
+        positives=pos,
+        negatives=neg,
+        off_target=off,
+        off_target_labels=off_labels,
+        source="upload",
+        notes=notes,
+    )
 
 
 def load_item(item: MediaItem, sample_rate: int | None = None, max_seconds: float | None = None):
@@ -268,6 +331,7 @@ class EmbeddingBank:
 # ---------------------------------------------------------------------------------------------
 # Eq. 1 and eq. 6: pure tensor functions.
 
+
 def prototype(embeddings: torch.Tensor) -> torch.Tensor:
     """Prototype of a concept side: the normalised mean of its unit embeddings."""
     if embeddings.ndim != 2 or embeddings.shape[0] == 0:
@@ -277,7 +341,9 @@ def prototype(embeddings: torch.Tensor) -> torch.Tensor:
 
 def similarity(embeddings: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of each row with the prototype."""
-    return torch.nn.functional.normalize(embeddings.float(), dim=-1) @ torch.nn.functional.normalize(proto.float(), dim=0)
+    return torch.nn.functional.normalize(embeddings.float(), dim=-1) @ torch.nn.functional.normalize(
+        proto.float(), dim=0
+    )
 
 
 def membership(embeddings: torch.Tensor, proto: torch.Tensor, tau: float) -> torch.Tensor:
@@ -305,8 +371,9 @@ def fit_threshold(sims_pos: np.ndarray, sims_neg: np.ndarray) -> ThresholdFit:
     candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
     scores = [((pos > t).mean() + (neg <= t).mean()) / 2 for t in candidates]
     best = int(np.argmax(scores))
-    return ThresholdFit(tau=float(candidates[best]), balanced_accuracy=float(scores[best]),
-                        n_pos=int(pos.size), n_neg=int(neg.size))
+    return ThresholdFit(
+        tau=float(candidates[best]), balanced_accuracy=float(scores[best]), n_pos=int(pos.size), n_neg=int(neg.size)
+    )
 
 
 @dataclass(frozen=True)
@@ -331,17 +398,25 @@ class ConceptDirection:
         return torch.nn.functional.normalize(self.delta, dim=0)
 
 
-def concept_direction(pos: torch.Tensor, neg: torch.Tensor, modality: str = "", concept: str = "",
-                      encoder: str = "") -> ConceptDirection:
+def concept_direction(
+    pos: torch.Tensor, neg: torch.Tensor, modality: str = "", concept: str = "", encoder: str = ""
+) -> ConceptDirection:
     """Eq. 6: ``Delta_c = mean(S+) - mean(S-)`` over unit embeddings."""
     if pos.ndim != 2 or neg.ndim != 2 or pos.shape[0] == 0 or neg.shape[0] == 0:
         raise ConceptError("The concept direction needs at least one positive and one negative example.")
     if pos.shape[1] != neg.shape[1]:
         raise ConceptError("Positive and negative embeddings come from different spaces.")
     delta = pos.float().mean(0) - neg.float().mean(0)
-    return ConceptDirection(delta=delta, modality=modality, concept=concept, encoder=encoder,
-                            n_pos=int(pos.shape[0]), n_neg=int(neg.shape[0]),
-                            prototype_pos=prototype(pos), prototype_neg=prototype(neg))
+    return ConceptDirection(
+        delta=delta,
+        modality=modality,
+        concept=concept,
+        encoder=encoder,
+        n_pos=int(pos.shape[0]),
+        n_neg=int(neg.shape[0]),
+        prototype_pos=prototype(pos),
+        prototype_neg=prototype(neg),
+    )
 
 
 def leave_one_out_directions(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

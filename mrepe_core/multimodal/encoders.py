@@ -12,9 +12,10 @@ import hashlib
 import json
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -56,8 +57,12 @@ def how_to_supply(kind: str) -> str:
         f"access: `hf download {example} --local-dir ./{kind}-weights` - or a Hugging Face id such as "
         f"'{example}' if this machine can reach the hub; (2) set the environment variable {env} to that "
         f"path or id before starting the app. Only safetensors weights are loaded."
-        + (" An open_clip model also works in the CLIP field as 'MODEL_NAME@/path/weights.safetensors' "
-           "(needs open_clip_torch and torchvision)." if kind == "clip" else "")
+        + (
+            " An open_clip model also works in the CLIP field as 'MODEL_NAME@/path/weights.safetensors' "
+            "(needs open_clip_torch and torchvision)."
+            if kind == "clip"
+            else ""
+        )
     )
 
 
@@ -101,7 +106,7 @@ def _normalise(x: torch.Tensor) -> torch.Tensor:
 
 def _batches(items: Sequence, size: int = BATCH_SIZE):
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 class BaseEncoder:
@@ -141,11 +146,15 @@ class BaseEncoder:
         raise UnsupportedModality(f"{self.name} does not embed audio; load a CLAP model for audio.")
 
     def describe(self) -> str:
-        return (f"{self.kind.upper()} {self.name}: {', '.join(sorted(self.modalities))} -> "
-                f"{self.dimensions}-d joint space on {self.device}")
+        return (
+            f"{self.kind.upper()} {self.name}: {', '.join(sorted(self.modalities))} -> "
+            f"{self.dimensions}-d joint space on {self.device}"
+        )
 
 
-def _relevance_mask(tokens: torch.Tensor, valid: torch.Tensor, direction: torch.Tensor, fraction: float) -> torch.Tensor:
+def _relevance_mask(
+    tokens: torch.Tensor, valid: torch.Tensor, direction: torch.Tensor, fraction: float
+) -> torch.Tensor:
     """Top ``fraction`` of the valid tokens of each row by cosine with ``direction``."""
     sims = _normalise(tokens) @ torch.nn.functional.normalize(direction.float(), dim=0)
     sims = sims.masked_fill(~valid, float("-inf"))
@@ -171,11 +180,12 @@ class CLIPEncoder(BaseEncoder):
         device = torch.device(device)
         self.model = model.to(device).eval()
         self.processor = processor
-        super().__init__(name, source or name, model.config.projection_dim,
-                         float(model.logit_scale.detach().exp()), device)
+        super().__init__(
+            name, source or name, model.config.projection_dim, float(model.logit_scale.detach().exp()), device
+        )
 
     @classmethod
-    def from_pretrained(cls, location: str, name: str | None = None, device: str = "cpu") -> "CLIPEncoder":
+    def from_pretrained(cls, location: str, name: str | None = None, device: str = "cpu") -> CLIPEncoder:
         from transformers import CLIPModel, CLIPProcessor
 
         model = CLIPModel.from_pretrained(location, use_safetensors=True, trust_remote_code=False)
@@ -184,8 +194,13 @@ class CLIPEncoder(BaseEncoder):
 
     # Text -----------------------------------------------------------------------------------
     def _text_inputs(self, texts: Sequence[str]) -> dict:
-        enc = self.processor(text=list(texts), return_tensors="pt", padding=True, truncation=True,
-                             max_length=self.model.config.text_config.max_position_embeddings)
+        enc = self.processor(
+            text=list(texts),
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.model.config.text_config.max_position_embeddings,
+        )
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     @torch.inference_mode()
@@ -213,7 +228,9 @@ class CLIPEncoder(BaseEncoder):
                     tokens, valid = self.text_token_states(chunk)
                     keys = _relevance_mask(tokens, valid, attention.direction, attention.top_fraction)
                     layers = self.model.text_model.encoder.layers
-                    with attention_bias(layers, keys, attention.strength, _default_layers(len(layers), attention.layers)):
+                    with attention_bias(
+                        layers, keys, attention.strength, _default_layers(len(layers), attention.layers)
+                    ):
                         feats = self.model.get_text_features(**enc).pooler_output
                 out.append(_normalise(feats))
         return torch.cat(out)
@@ -254,7 +271,9 @@ class CLIPEncoder(BaseEncoder):
                     valid[:, 0] = False  # the CLS token is the query we steer, not a patch
                     keys = _relevance_mask(tokens, valid, attention.direction, attention.top_fraction)
                     layers = self.model.vision_model.encoder.layers
-                    with attention_bias(layers, keys, attention.strength, _default_layers(len(layers), attention.layers)):
+                    with attention_bias(
+                        layers, keys, attention.strength, _default_layers(len(layers), attention.layers)
+                    ):
                         feats = self.model.get_image_features(pixel_values=pixels).pooler_output
                 out.append(_normalise(feats))
         return torch.cat(out)
@@ -278,11 +297,12 @@ class CLAPEncoder(BaseEncoder):
             )
         self.sample_rate = CLAP_SAMPLE_RATE
         self.max_samples = int(fe.nb_max_samples)
-        super().__init__(name, source or name, model.config.projection_dim,
-                         float(model.logit_scale_a.detach().exp()), device)
+        super().__init__(
+            name, source or name, model.config.projection_dim, float(model.logit_scale_a.detach().exp()), device
+        )
 
     @classmethod
-    def from_pretrained(cls, location: str, name: str | None = None, device: str = "cpu") -> "CLAPEncoder":
+    def from_pretrained(cls, location: str, name: str | None = None, device: str = "cpu") -> CLAPEncoder:
         from transformers import ClapModel, ClapProcessor
 
         model = ClapModel.from_pretrained(location, use_safetensors=True, trust_remote_code=False)
@@ -341,7 +361,7 @@ class OpenCLIPEncoder(BaseEncoder):
         super().__init__(name, source, dim, float(self.model.logit_scale.detach().exp()), device)
 
     @classmethod
-    def from_spec(cls, spec: str, device: str = "cpu") -> "OpenCLIPEncoder":
+    def from_spec(cls, spec: str, device: str = "cpu") -> OpenCLIPEncoder:
         try:
             import open_clip
         except ImportError as exc:
@@ -366,18 +386,24 @@ class OpenCLIPEncoder(BaseEncoder):
         if attention is not None and attention.strength != 0.0:
             raise UnsupportedModality("The attention intervention is implemented for transformers CLIP only.")
         with self.lock:
-            return torch.cat([_normalise(self.model.encode_text(self.tokenizer(list(c)).to(self.device)))
-                              for c in _batches(list(texts))])
+            return torch.cat(
+                [
+                    _normalise(self.model.encode_text(self.tokenizer(list(c)).to(self.device)))
+                    for c in _batches(list(texts))
+                ]
+            )
 
     @torch.inference_mode()
     def embed_image(self, images: Sequence, attention: ConceptAttention | None = None) -> torch.Tensor:
         if attention is not None and attention.strength != 0.0:
             raise UnsupportedModality("The attention intervention is implemented for transformers CLIP only.")
         with self.lock:
-            return torch.cat([
-                _normalise(self.model.encode_image(torch.stack([self.preprocess(im) for im in c]).to(self.device)))
-                for c in _batches(list(images))
-            ])
+            return torch.cat(
+                [
+                    _normalise(self.model.encode_image(torch.stack([self.preprocess(im) for im in c]).to(self.device)))
+                    for c in _batches(list(images))
+                ]
+            )
 
 
 def is_open_clip_spec(spec: str) -> bool:
@@ -456,7 +482,9 @@ def load_encoder(kind: str, spec: str | None = None, device: str = "cpu", use_ca
             except EncoderLoadError:
                 raise
             except (OSError, ValueError, KeyError) as exc:
-                raise WeightsMissing(f"Could not load {spec!r} ({type(exc).__name__}: {exc}). " + how_to_supply(kind)) from exc
+                raise WeightsMissing(
+                    f"Could not load {spec!r} ({type(exc).__name__}: {exc}). " + how_to_supply(kind)
+                ) from exc
         if use_cache:
             _CACHE[key] = encoder
         return encoder

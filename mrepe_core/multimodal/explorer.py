@@ -9,16 +9,25 @@ vectors, no model call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
 from .concepts import ConceptSpec, EmbeddingBank, fit_threshold, label_texts, similarity, zero_shot_prompt
-from .interventions import (ConceptEvalSet, InterventionError, TradeoffFits, alpha_sweep, build_eval_set,
-                            direct_intervention, fit_tradeoff, intervene_embeddings, zero_shot_probs)
+from .interventions import (
+    ConceptEvalSet,
+    InterventionError,
+    TradeoffFits,
+    alpha_sweep,
+    build_eval_set,
+    direct_intervention,
+    fit_tradeoff,
+    intervene_embeddings,
+    zero_shot_probs,
+)
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.round(np.linspace(-4, 4, 17), 2))
 
@@ -57,8 +66,11 @@ class ConceptAnalysis:
         if self.concept.source == "built-in":
             items = self.concept.positives + self.concept.negatives + self.concept.off_target
             credits = list(dict.fromkeys(it.credit for it in items))
-            lines.append(f"<details><summary>Credits ({len(credits)} sources)</summary>\n\n"
-                         + "; ".join(credits) + ".\n\n</details>")
+            lines.append(
+                f"<details><summary>Credits ({len(credits)} sources)</summary>\n\n"
+                + "; ".join(credits)
+                + ".\n\n</details>"
+            )
         return "\n\n".join(lines)
 
 
@@ -69,7 +81,9 @@ def _display_labels(concept: ConceptSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys(labels))
 
 
-def analyse_concept(bank: EmbeddingBank, concept: ConceptSpec, alphas: Sequence[float] = DEFAULT_ALPHAS) -> ConceptAnalysis:
+def analyse_concept(
+    bank: EmbeddingBank, concept: ConceptSpec, alphas: Sequence[float] = DEFAULT_ALPHAS
+) -> ConceptAnalysis:
     """Embed the concept's data and compute its direction, membership threshold, sweep and fits."""
     eval_set = build_eval_set(bank, concept)
     agg = alpha_sweep(eval_set, alphas)
@@ -86,34 +100,56 @@ def analyse_concept(bank: EmbeddingBank, concept: ConceptSpec, alphas: Sequence[
     threshold = fit_threshold(sims_pos, sims_neg)
     labels = _display_labels(concept)
     label_embs = bank.texts([zero_shot_prompt(concept.modality, label) for label in labels])
-    return ConceptAnalysis(concept=concept, eval_set=eval_set, agg=agg, fits=fits, fit_error=fit_error,
-                           tau=threshold.tau, tau_balanced_accuracy=threshold.balanced_accuracy,
-                           sims_pos=sims_pos, sims_neg=sims_neg, display_labels=labels,
-                           display_label_embeddings=label_embs)
+    return ConceptAnalysis(
+        concept=concept,
+        eval_set=eval_set,
+        agg=agg,
+        fits=fits,
+        fit_error=fit_error,
+        tau=threshold.tau,
+        tau_balanced_accuracy=threshold.balanced_accuracy,
+        sims_pos=sims_pos,
+        sims_neg=sims_neg,
+        display_labels=labels,
+        display_label_embeddings=label_embs,
+    )
 
 
 @dataclass
 class InputAnalysis:
-    embedding: torch.Tensor          # [d], after the attention intervention when one was asked for
+    embedding: torch.Tensor  # [d], after the attention intervention when one was asked for
     mode: str
     attention_strength: float
     prototype_similarity: float
     member: bool
 
 
-def analyse_input(encoder, modality: str, content, analysis: ConceptAnalysis, mode: str = "direct",
-                  attention_strength: float = 0.0) -> InputAnalysis:
+def analyse_input(
+    encoder, modality: str, content, analysis: ConceptAnalysis, mode: str = "direct", attention_strength: float = 0.0
+) -> InputAnalysis:
     """Embed one decoded input (image, waveform or text) in the concept's space."""
     if modality != analysis.concept.modality:
         raise InterventionError(
             f"The input is {modality} but the concept {analysis.concept.name!r} is {analysis.concept.modality}."
         )
-    emb = intervene_embeddings(encoder, modality, [content], analysis.delta, mode=mode, alpha=0.0,
-                               attention_strength=attention_strength if mode != "direct" else 0.0)[0]
+    emb = intervene_embeddings(
+        encoder,
+        modality,
+        [content],
+        analysis.delta,
+        mode=mode,
+        alpha=0.0,
+        attention_strength=attention_strength if mode != "direct" else 0.0,
+    )[0]
     proto = torch.nn.functional.normalize(analysis.eval_set.pos.mean(0), dim=0)
     sim = float(similarity(emb.view(1, -1), proto)[0])
-    return InputAnalysis(embedding=emb, mode=mode, attention_strength=float(attention_strength),
-                         prototype_similarity=sim, member=sim > analysis.tau)
+    return InputAnalysis(
+        embedding=emb,
+        mode=mode,
+        attention_strength=float(attention_strength),
+        prototype_similarity=sim,
+        member=sim > analysis.tau,
+    )
 
 
 def label_probabilities(embedding: torch.Tensor, analysis: ConceptAnalysis, alpha: float) -> np.ndarray:

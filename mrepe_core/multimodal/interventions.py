@@ -13,9 +13,9 @@ span of the prompt, PASTA-style, optionally combined with additive steering.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,8 +40,9 @@ def _check_alpha(alpha: float) -> float:
     return alpha
 
 
-def direct_intervention(r: torch.Tensor, delta: torch.Tensor, alpha: float | torch.Tensor,
-                        renormalize: bool = True) -> torch.Tensor:
+def direct_intervention(
+    r: torch.Tensor, delta: torch.Tensor, alpha: float | torch.Tensor, renormalize: bool = True
+) -> torch.Tensor:
     """Eq. 5: ``r + alpha * Delta_c``, projected back to the unit sphere the encoder's outputs live on.
 
     ``delta`` may be one direction ``[d]`` or one per row ``[n, d]``; ``alpha`` a scalar or one per row.
@@ -97,15 +98,21 @@ class ConceptEvalSet:
 
 def build_eval_set(bank: EmbeddingBank, concept: ConceptSpec) -> ConceptEvalSet:
     """Embed a concept's examples, label prompts and off-target items with the bank's encoder."""
-    off_targets = torch.tensor([concept.off_target_labels.index(it.label) for it in concept.off_target],
-                               dtype=torch.long)
+    off_targets = torch.tensor(
+        [concept.off_target_labels.index(it.label) for it in concept.off_target], dtype=torch.long
+    )
     return ConceptEvalSet(
-        name=concept.name, modality=concept.modality,
-        pos=bank.items(concept.positives), neg=bank.items(concept.negatives),
+        name=concept.name,
+        modality=concept.modality,
+        pos=bank.items(concept.positives),
+        neg=bank.items(concept.negatives),
         side_label_embeddings=bank.texts(list(concept.prompts)),
-        off_target=bank.items(concept.off_target), off_target_targets=off_targets,
+        off_target=bank.items(concept.off_target),
+        off_target_targets=off_targets,
         off_target_label_embeddings=bank.texts(list(concept.off_target_prompts)),
-        off_target_labels=concept.off_target_labels, logit_scale=bank.encoder.logit_scale, notes=concept.notes,
+        off_target_labels=concept.off_target_labels,
+        logit_scale=bank.encoder.logit_scale,
+        notes=concept.notes,
     )
 
 
@@ -131,21 +138,43 @@ def alpha_sweep(eval_set: ConceptEvalSet, alphas: Sequence[float], leave_one_out
     directions = leave_one_out_directions(eval_set.pos, eval_set.neg) if leave_one_out else eval_set.delta
     rows = []
     for alpha in alphas:
-        score = concept_scores(direct_intervention(examples, directions, alpha),
-                               eval_set.side_label_embeddings, eval_set.logit_scale).numpy()
+        score = concept_scores(
+            direct_intervention(examples, directions, alpha), eval_set.side_label_embeddings, eval_set.logit_scale
+        ).numpy()
         mean, se = _mean_stderr(score)
-        rows.append(dict(r_e=alpha, task="behavior", metric="behavior_expectation", subject=eval_set.name,
-                         value=mean, stderr=se, n=int(score.size)))
+        rows.append(
+            dict(
+                r_e=alpha,
+                task="behavior",
+                metric="behavior_expectation",
+                subject=eval_set.name,
+                value=mean,
+                stderr=se,
+                n=int(score.size),
+            )
+        )
         if eval_set.off_target.shape[0]:
-            probs = zero_shot_probs(direct_intervention(eval_set.off_target, eval_set.delta, alpha),
-                                    eval_set.off_target_label_embeddings, eval_set.logit_scale)
+            probs = zero_shot_probs(
+                direct_intervention(eval_set.off_target, eval_set.delta, alpha),
+                eval_set.off_target_label_embeddings,
+                eval_set.logit_scale,
+            )
             targets = eval_set.off_target_targets
             p_correct = probs.gather(1, targets.view(-1, 1)).squeeze(1).numpy()
             correct = (probs.argmax(-1) == targets).float().numpy()
             for metric, values in (("helpfulness", p_correct), ("accuracy", correct)):
                 mean, se = _mean_stderr(values)
-                rows.append(dict(r_e=alpha, task="helpfulness", metric=metric, subject="mean",
-                                 value=mean, stderr=se, n=int(values.size)))
+                rows.append(
+                    dict(
+                        r_e=alpha,
+                        task="helpfulness",
+                        metric=metric,
+                        subject="mean",
+                        value=mean,
+                        stderr=se,
+                        n=int(values.size),
+                    )
+                )
     return pd.DataFrame(rows, columns=["r_e", "task", "metric", "subject", "value", "stderr", "n"])
 
 
@@ -162,7 +191,9 @@ def fit_tradeoff(agg: pd.DataFrame, n_choices: int, threshold: float = 1.0) -> T
     from ..bounds import efficient_regime, fit_alignment_bound, fit_helpfulness_bound
 
     beh = agg[(agg.task == "behavior") & (agg.metric == "behavior_expectation")].sort_values("r_e")
-    helpful = agg[(agg.task == "helpfulness") & (agg.metric == "helpfulness") & (agg.subject == "mean")].sort_values("r_e")
+    helpful = agg[(agg.task == "helpfulness") & (agg.metric == "helpfulness") & (agg.subject == "mean")].sort_values(
+        "r_e"
+    )
     if len(beh) < 3 or len(helpful) < 3:
         raise InterventionError("Fitting the bounds needs at least three alpha values.")
     align = fit_alignment_bound(beh.r_e.to_numpy(), beh.value.to_numpy())
@@ -172,9 +203,17 @@ def fit_tradeoff(agg: pd.DataFrame, n_choices: int, threshold: float = 1.0) -> T
     return TradeoffFits(alignment=align, helpfulness=help_fit, regime=regime, n_choices=n_choices)
 
 
-def intervene_embeddings(encoder, modality: str, inputs: Sequence, delta: torch.Tensor, mode: str = "direct",
-                         alpha: float = 0.0, attention_strength: float = 0.0, top_fraction: float = 0.25,
-                         layers=None) -> torch.Tensor:
+def intervene_embeddings(
+    encoder,
+    modality: str,
+    inputs: Sequence,
+    delta: torch.Tensor,
+    mode: str = "direct",
+    alpha: float = 0.0,
+    attention_strength: float = 0.0,
+    top_fraction: float = 0.25,
+    layers=None,
+) -> torch.Tensor:
     """Embed ``inputs`` under an intervention: ``direct`` (eq. 5 on the output embedding),
     ``attention`` (eq. 7 inside the encoder, toward the patches/tokens most aligned with
     ``Delta_c``) or ``combined`` (eq. 7 then eq. 5)."""
@@ -183,16 +222,18 @@ def intervene_embeddings(encoder, modality: str, inputs: Sequence, delta: torch.
     alpha = _check_alpha(alpha)
     attention = None
     if mode in ("attention", "combined"):
-        attention = ConceptAttention(direction=delta, strength=float(attention_strength),
-                                     top_fraction=top_fraction, layers=layers)
+        attention = ConceptAttention(
+            direction=delta, strength=float(attention_strength), top_fraction=top_fraction, layers=layers
+        )
     emb = encoder.embed(modality, list(inputs), attention=attention)
     if mode in ("direct", "combined"):
         emb = direct_intervention(emb, delta, alpha)
     return emb
 
 
-def flip_rate(before: torch.Tensor, after: torch.Tensor, side_label_embeddings: torch.Tensor,
-              logit_scale: float) -> float:
+def flip_rate(
+    before: torch.Tensor, after: torch.Tensor, side_label_embeddings: torch.Tensor, logit_scale: float
+) -> float:
     """Share of concept-negative examples whose zero-shot side prediction flips to c+ (success rate)."""
     was_neg = concept_scores(before, side_label_embeddings, logit_scale) < 0
     if not bool(was_neg.any()):
@@ -203,6 +244,7 @@ def flip_rate(before: torch.Tensor, after: torch.Tensor, side_label_embeddings: 
 
 # ---------------------------------------------------------------------------------------------
 # The attention intervention on a causal language model.
+
 
 @dataclass
 class LMAttentionResult:
@@ -249,8 +291,9 @@ def encode_with_span(tokenizer, prompt: str, span: str | tuple[int, int], use_ch
     if offset < 0:
         raise InterventionError("The chat template changed the prompt text; switch the chat template off.")
     try:
-        enc = tokenizer(text, return_offsets_mapping=True, add_special_tokens=not use_chat_template,
-                        return_tensors="pt")
+        enc = tokenizer(
+            text, return_offsets_mapping=True, add_special_tokens=not use_chat_template, return_tensors="pt"
+        )
     except NotImplementedError as exc:
         raise InterventionError("This tokenizer gives no character offsets; use a fast tokenizer.") from exc
     offsets = [tuple(map(int, o)) for o in enc["offset_mapping"][0].tolist()]
@@ -274,8 +317,14 @@ def _span_mass(attentions, keys: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def span_attention_mass(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, span_mask: np.ndarray,
-                        strength: float = 0.0, layers=None) -> np.ndarray:
+def span_attention_mass(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    span_mask: np.ndarray,
+    strength: float = 0.0,
+    layers=None,
+) -> np.ndarray:
     """Per decoder layer: attention weight of the last position on the span, averaged over heads."""
     keys = torch.as_tensor(span_mask, dtype=torch.bool)
     with eager_attention(model), attention_bias(model, keys, strength, layers):
@@ -284,10 +333,19 @@ def span_attention_mass(model, input_ids: torch.Tensor, attention_mask: torch.Te
 
 
 @torch.no_grad()
-def lm_attention_intervention(loaded, prompt: str, span: str | tuple[int, int], strength: float,
-                              layers=None, max_new_tokens: int = 32, use_chat_template: bool = True,
-                              vector=None, steering_layers=None, steering_coefficient: float = 0.0,
-                              top_k: int = 5) -> LMAttentionResult:
+def lm_attention_intervention(
+    loaded,
+    prompt: str,
+    span: str | tuple[int, int],
+    strength: float,
+    layers=None,
+    max_new_tokens: int = 32,
+    use_chat_template: bool = True,
+    vector=None,
+    steering_layers=None,
+    steering_coefficient: float = 0.0,
+    top_k: int = 5,
+) -> LMAttentionResult:
     """Greedy continuation, next-token distribution and span attention mass, without and with the
     span bias (plus additive steering when ``vector`` and a coefficient are given: combined mode)."""
     from ..models import resolve_layers
@@ -307,25 +365,39 @@ def lm_attention_intervention(loaded, prompt: str, span: str | tuple[int, int], 
             stack.enter_context(attention_bias(model, keys, bias, chosen))
             if vector is not None and coeff != 0.0:
                 stack.enter_context(steer(model, vector, steering_layers, coeff))
-            gen = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=int(max_new_tokens),
-                                 do_sample=False, pad_token_id=pad_id, output_logits=True,
-                                 return_dict_in_generate=True)
+            gen = model.generate(
+                input_ids=ids,
+                attention_mask=attn,
+                max_new_tokens=int(max_new_tokens),
+                do_sample=False,
+                pad_token_id=pad_id,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
             logits = gen.logits[0][0]  # raw (unprocessed) next-token logits of the prompt
             gen = gen.sequences
             with eager_attention(model):
-                attentions = model(input_ids=ids, attention_mask=attn, output_attentions=True,
-                                   use_cache=False, logits_to_keep=1).attentions
-        return logits, tok.decode(gen[0, ids.shape[1]:], skip_special_tokens=True), _span_mass(attentions, keys)
+                attentions = model(
+                    input_ids=ids, attention_mask=attn, output_attentions=True, use_cache=False, logits_to_keep=1
+                ).attentions
+        return logits, tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True), _span_mass(attentions, keys)
 
     base_logits, base_text, base_mass = run(0.0, 0.0)
     new_logits, new_text, new_mass = run(float(strength), float(steering_coefficient))
     log_p, log_q = torch.log_softmax(base_logits.float(), -1), torch.log_softmax(new_logits.float(), -1)
     kl = float((log_p.exp() * (log_p - log_q)).sum())
     return LMAttentionResult(
-        prompt_text=text, tokens=[tok.decode([int(t)]) for t in ids[0]], span_mask=mask, strength=float(strength),
-        layers=chosen, baseline_text=base_text, intervened_text=new_text,
-        baseline_top=_top_tokens(tok, base_logits, top_k), intervened_top=_top_tokens(tok, new_logits, top_k),
+        prompt_text=text,
+        tokens=[tok.decode([int(t)]) for t in ids[0]],
+        span_mask=mask,
+        strength=float(strength),
+        layers=chosen,
+        baseline_text=base_text,
+        intervened_text=new_text,
+        baseline_top=_top_tokens(tok, base_logits, top_k),
+        intervened_top=_top_tokens(tok, new_logits, top_k),
         next_token_kl=kl,
-        span_mass_baseline=base_mass, span_mass_intervened=new_mass,
+        span_mass_baseline=base_mass,
+        span_mass_intervened=new_mass,
         steering_coefficient=float(steering_coefficient),
     )

@@ -12,11 +12,10 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
-MediaSource = Union[str, os.PathLike, bytes]
+MediaSource = str | os.PathLike | bytes
 
 # CLAP's feature extractor is built for 48 kHz input and refuses anything else.
 CLAP_SAMPLE_RATE = 48_000
@@ -57,8 +56,7 @@ def _read_capped(source: MediaSource, cap: int, kind: str) -> bytes:
     return bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
 
 
-def decode_image(source: MediaSource, max_bytes: int = MAX_IMAGE_BYTES,
-                 max_pixels: int = MAX_IMAGE_PIXELS):
+def decode_image(source: MediaSource, max_bytes: int = MAX_IMAGE_BYTES, max_pixels: int = MAX_IMAGE_PIXELS):
     """Decode an image file to an RGB ``PIL.Image`` (first frame of animated formats).
 
     The pixel count is checked from the header before any pixel is decoded, so a small file that
@@ -121,8 +119,12 @@ def resample(waveform: np.ndarray, source_sr: int, target_sr: int) -> np.ndarray
     return out[:n_out] if len(out) >= n_out else np.pad(out, (0, n_out - len(out)))
 
 
-def decode_audio(source: MediaSource, target_sr: int = CLAP_SAMPLE_RATE,
-                 max_seconds: float = MAX_AUDIO_SECONDS, max_bytes: int = MAX_AUDIO_BYTES) -> DecodedAudio:
+def decode_audio(
+    source: MediaSource,
+    target_sr: int = CLAP_SAMPLE_RATE,
+    max_seconds: float = MAX_AUDIO_SECONDS,
+    max_bytes: int = MAX_AUDIO_BYTES,
+) -> DecodedAudio:
     """Decode an audio file with libsndfile (WAV, FLAC, OGG/Vorbis, MP3, ...), mix to mono, keep the
     first ``max_seconds`` and resample to ``target_sr`` (librosa's soxr_hq resampling)."""
     import soundfile as sf
@@ -140,9 +142,7 @@ def decode_audio(source: MediaSource, target_sr: int = CLAP_SAMPLE_RATE,
     except MediaError:
         raise
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise MediaError(
-            f"{name}: not a readable audio file ({exc}). Upload WAV, FLAC, OGG/Vorbis or MP3."
-        ) from exc
+        raise MediaError(f"{name}: not a readable audio file ({exc}). Upload WAV, FLAC, OGG/Vorbis or MP3.") from exc
     if frames.shape[0] == 0:
         raise MediaError(f"{name}: the audio stream has no samples. Upload a clip with sound in it.")
     mono = frames.mean(axis=1)
@@ -151,9 +151,13 @@ def decode_audio(source: MediaSource, target_sr: int = CLAP_SAMPLE_RATE,
     mono = resample(mono, source_sr, target_sr)
     waveform = np.ascontiguousarray(mono, dtype=np.float32)
     return DecodedAudio(
-        waveform=waveform, sample_rate=target_sr, source_sample_rate=source_sr,
-        duration_s=len(waveform) / target_sr, source_duration_s=total_frames / source_sr,
-        truncated=total_frames > frames.shape[0], name=name,
+        waveform=waveform,
+        sample_rate=target_sr,
+        source_sample_rate=source_sr,
+        duration_s=len(waveform) / target_sr,
+        source_duration_s=total_frames / source_sr,
+        truncated=total_frames > frames.shape[0],
+        name=name,
     )
 
 

@@ -11,14 +11,15 @@ batch patches layer ``layers[i]``.
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..models import decoder_layers, exclusive, resolve_layers
+from .. import hooks
+from ..models import decoder_layers, resolve_layers
 
 POSITIONS = ("last", "all")
 
@@ -38,29 +39,18 @@ def logit_difference(logits: torch.Tensor, aligned_ids: Sequence[int], misaligne
     return torch.logsumexp(logits[:, aligned], -1) - torch.logsumexp(logits[:, misaligned], -1)
 
 
-def _hidden(output):
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _with_hidden(output, hidden):
-    return (hidden,) + tuple(output[1:]) if isinstance(output, tuple) else hidden
-
-
 @contextmanager
 def record_layer_outputs(model: torch.nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
     """Record the output hidden states of chosen decoder layers during forward passes in the context."""
     blocks = decoder_layers(model)
-    store: dict[int, torch.Tensor] = {}
-    with exclusive(model), ExitStack() as stack:
-        for layer in layers:
-            def hook(module, args, output, layer=layer):
-                store[layer] = _hidden(output).detach().clone()
-            stack.callback(blocks[layer].register_forward_hook(hook).remove)
+    with hooks.record_outputs({layer: blocks[layer] for layer in layers}, model=model) as store:
         yield store
 
 
 @contextmanager
-def patch_layer_outputs(model: torch.nn.Module, patches: dict[int, tuple[torch.Tensor, torch.Tensor, slice]]) -> Iterator[None]:
+def patch_layer_outputs(
+    model: torch.nn.Module, patches: dict[int, tuple[torch.Tensor, torch.Tensor, slice]]
+) -> Iterator[None]:
     """Overwrite decoder-layer outputs inside the context.
 
     ``patches[layer] = (rows, values, positions)``: batch rows to patch, the replacement states
@@ -68,13 +58,16 @@ def patch_layer_outputs(model: torch.nn.Module, patches: dict[int, tuple[torch.T
     on exit, also on error.
     """
     blocks = decoder_layers(model)
-    with exclusive(model), ExitStack() as stack:
-        for layer, (rows, values, positions) in patches.items():
-            def hook(module, args, output, rows=rows, values=values, positions=positions):
-                hidden = _hidden(output).clone()
-                hidden[rows.to(hidden.device), positions] = values.to(device=hidden.device, dtype=hidden.dtype)
-                return _with_hidden(output, hidden)
-            stack.callback(blocks[layer].register_forward_hook(hook).remove)
+
+    def overwrite(rows, values, positions):
+        def patch(hidden: torch.Tensor) -> torch.Tensor:
+            hidden = hidden.clone()
+            hidden[rows.to(hidden.device), positions] = values.to(device=hidden.device, dtype=hidden.dtype)
+            return hidden
+
+        return patch
+
+    with hooks.patch_outputs({blocks[layer]: overwrite(*spec) for layer, spec in patches.items()}, model=model):
         yield
 
 
@@ -83,9 +76,9 @@ class PatchingResult:
     """Per-layer causal effects of patching the positive run into the negative run."""
 
     layers: list[int]
-    effects: np.ndarray            # CE per layer, in logit-difference units
-    positive_metric: float         # y on the concept-positive prompt
-    negative_metric: float         # y on the unpatched concept-negative prompt
+    effects: np.ndarray  # CE per layer, in logit-difference units
+    positive_metric: float  # y on the concept-positive prompt
+    negative_metric: float  # y on the unpatched concept-negative prompt
     position: str
 
     @property
@@ -104,14 +97,22 @@ class PatchingResult:
 
     def to_rows(self) -> list[dict]:
         norm = self.normalized
-        return [dict(layer=l, effect=float(e), normalized_effect=float(n), position=self.position)
-                for l, e, n in zip(self.layers, self.effects, norm)]
+        return [
+            dict(layer=l, effect=float(e), normalized_effect=float(n), position=self.position)
+            for l, e, n in zip(self.layers, self.effects, norm)
+        ]
 
 
 @torch.no_grad()
-def layer_patching_effects(model: torch.nn.Module, positive_ids: torch.Tensor, negative_ids: torch.Tensor,
-                           aligned_ids: Sequence[int], misaligned_ids: Sequence[int],
-                           layers: Sequence[int] | str | None = None, position: str = "last") -> PatchingResult:
+def layer_patching_effects(
+    model: torch.nn.Module,
+    positive_ids: torch.Tensor,
+    negative_ids: torch.Tensor,
+    aligned_ids: Sequence[int],
+    misaligned_ids: Sequence[int],
+    layers: Sequence[int] | str | None = None,
+    position: str = "last",
+) -> PatchingResult:
     """Eq. 2 for every chosen layer: patch the positive run's layer output into the negative run.
 
     ``positive_ids`` / ``negative_ids`` are ``[1, T]`` token ids (no padding). ``position='last'``
@@ -144,13 +145,25 @@ def layer_patching_effects(model: torch.nn.Module, positive_ids: torch.Tensor, n
     batch = neg_ids.expand(len(chosen), -1)
     with patch_layer_outputs(model, patches):
         patched = metric(model(input_ids=batch, use_cache=False).logits).cpu().numpy()
-    return PatchingResult(layers=chosen, effects=patched.astype(np.float64) - negative_metric,
-                          positive_metric=positive_metric, negative_metric=negative_metric, position=position)
+    return PatchingResult(
+        layers=chosen,
+        effects=patched.astype(np.float64) - negative_metric,
+        positive_metric=positive_metric,
+        negative_metric=negative_metric,
+        position=position,
+    )
 
 
-def patching_for_prompts(loaded, positive_prompt: str, negative_prompt: str, aligned: Sequence[str],
-                         misaligned: Sequence[str], layers=None, position: str = "last",
-                         use_chat_template: bool = True) -> PatchingResult:
+def patching_for_prompts(
+    loaded,
+    positive_prompt: str,
+    negative_prompt: str,
+    aligned: Sequence[str],
+    misaligned: Sequence[str],
+    layers=None,
+    position: str = "last",
+    use_chat_template: bool = True,
+) -> PatchingResult:
     """Text front end: render both prompts (chat template if the model has one), take the first
     tokens of the answer starts, and run :func:`layer_patching_effects`."""
     from ..metrics import answer_token_sets
@@ -167,5 +180,12 @@ def patching_for_prompts(loaded, positive_prompt: str, negative_prompt: str, ali
         return tok(text, return_tensors="pt", add_special_tokens=not chat)["input_ids"]
 
     aligned_ids, misaligned_ids = answer_token_sets(tok, list(aligned), list(misaligned))
-    return layer_patching_effects(loaded.model, encode(positive_prompt), encode(negative_prompt),
-                                  aligned_ids, misaligned_ids, layers=layers, position=position)
+    return layer_patching_effects(
+        loaded.model,
+        encode(positive_prompt),
+        encode(negative_prompt),
+        aligned_ids,
+        misaligned_ids,
+        layers=layers,
+        position=position,
+    )

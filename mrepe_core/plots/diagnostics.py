@@ -14,7 +14,7 @@ here (``numpy.histogram``) and drawn as bars, and the layer map's cells are rect
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,15 @@ from .tradeoff import R_AXIS_TITLE, TEMPLATE
 
 HEIGHT = 360
 FINAL_SHIFT_HEIGHT = 440  # two panels when |U·δr| was measured
-COLORS = {"measured": "#1f77b4", "second": "#9467bd", "fit": "#ff7f0e", "mean": "#7f7f7f",
-          "normal": "#d62728", "estimate": "#1f77b4", "bound_fit": "#ff7f0e"}
+COLORS = {
+    "measured": "#1f77b4",
+    "second": "#9467bd",
+    "fit": "#ff7f0e",
+    "mean": "#7f7f7f",
+    "normal": "#d62728",
+    "estimate": "#1f77b4",
+    "bound_fit": "#ff7f0e",
+}
 ROW_COLUMNS = ("r_e", "check", "statistic", "value")
 LAYER_COLUMNS = ("layer_start", "layer_stop", "r_e", "metric", "value")
 METRIC_TITLES = {"behavior_expectation": "behaviour expectation B", "helpfulness": "helpfulness P(correct)"}
@@ -80,14 +87,20 @@ def _series(rows: pd.DataFrame, check: str, statistic: str) -> tuple[np.ndarray,
 
 def _need(r: np.ndarray, what: str) -> None:
     if r.size == 0:
-        raise DiagnosticsPlotError(f"No {what} rows: this result was computed without that check "
-                                   "(the sweep's n_diagnostics was 0, or it had no questions / behaviour prompts).")
+        raise DiagnosticsPlotError(
+            f"No {what} rows: this result was computed without that check "
+            "(the sweep's n_diagnostics was 0, or it had no questions / behaviour prompts)."
+        )
 
 
 def _layout(title: str, y_title: str, **extra) -> dict:
     layout = dict(
-        template=TEMPLATE, height=HEIGHT, autosize=True, title=dict(text=title, font=dict(size=13)),
-        margin=dict(l=60, r=20, t=60, b=50), hovermode="closest",
+        template=TEMPLATE,
+        height=HEIGHT,
+        autosize=True,
+        title=dict(text=title, font=dict(size=13)),
+        margin=dict(l=60, r=20, t=60, b=50),
+        hovermode="closest",
         legend=dict(orientation="h", x=0, y=-0.22, font=dict(size=11)),
         xaxis=dict(title=dict(text=R_AXIS_TITLE), zeroline=True, zerolinecolor="#bbb"),
         yaxis=dict(title=dict(text=y_title), zeroline=True, zerolinecolor="#bbb"),
@@ -96,8 +109,16 @@ def _layout(title: str, y_title: str, **extra) -> dict:
     return layout
 
 
-def _line_through_origin(slope: float, r_lo: float, r_hi: float, linear_range: float | None, name: str,
-                         color: str, absolute: bool, yaxis: str = "y") -> list[dict]:
+def _line_through_origin(
+    slope: float,
+    r_lo: float,
+    r_hi: float,
+    linear_range: float | None,
+    name: str,
+    color: str,
+    absolute: bool,
+    yaxis: str = "y",
+) -> list[dict]:
     """The line ``slope·|r|`` (or ``slope·r``): solid within the fitted range, dotted beyond it."""
     # Samples include 0 (the corner of slope·|r|) and ±linear_range, where solid turns dotted.
     breaks = [0.0] + ([] if linear_range is None else [linear_range, -linear_range])
@@ -116,9 +137,21 @@ def _line_through_origin(slope: float, r_lo: float, r_hi: float, linear_range: f
         # Keep the two pieces as separate runs by blanking the other part.
         xs = [float(a) if m else None for a, m in zip(r, mask)]
         ys = [float(b) if m else None for b, m in zip(y, mask)]
-        traces.append(dict(type="scatter", mode="lines", name=name if part == "fit" else f"{name} (extrapolated)",
-                           x=xs, y=ys, yaxis=yaxis, legendgroup=name, showlegend=show or not inside.any(),
-                           line=dict(color=color, width=2, dash=dash), hoverinfo="skip", connectgaps=False))
+        traces.append(
+            dict(
+                type="scatter",
+                mode="lines",
+                name=name if part == "fit" else f"{name} (extrapolated)",
+                x=xs,
+                y=ys,
+                yaxis=yaxis,
+                legendgroup=name,
+                showlegend=show or not inside.any(),
+                line=dict(color=color, width=2, dash=dash),
+                hoverinfo="skip",
+                connectgaps=False,
+            )
+        )
     return traces
 
 
@@ -146,9 +179,17 @@ def final_shift_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> 
     lo, hi = _span(r)
     linear = _finite(estimates.get("linear_range"))
     # Markers only: |δr| is a V with its corner at r_e = 0, which a line between the grid points would hide.
-    traces = [dict(type="scatter", mode="markers", name="|δr| measured", x=r.tolist(), y=norm.tolist(),
-                   marker=dict(color=COLORS["measured"], size=8),
-                   hovertemplate="r_e %{x:.3g}<br>|δr| %{y:.4g}<extra></extra>")]
+    traces = [
+        dict(
+            type="scatter",
+            mode="markers",
+            name="|δr| measured",
+            x=r.tolist(),
+            y=norm.tolist(),
+            marker=dict(color=COLORS["measured"], size=8),
+            hovertemplate="r_e %{x:.3g}<br>|δr| %{y:.4g}<extra></extra>",
+        )
+    ]
     lam = _finite(estimates.get("lambda"))
     if lam is not None:
         traces += _line_through_origin(lam, lo, hi, linear, f"λ|r_e|, λ = {_fmt(lam)}", COLORS["fit"], True)
@@ -159,18 +200,34 @@ def final_shift_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> 
     layout = _layout(title, "|δr| (final hidden state)")
     layout["yaxis"]["rangemode"] = "tozero"
     if r_u.size:
-        traces.append(dict(type="scatter", mode="markers", name="|U·δr| measured (logit change)", x=r_u.tolist(),
-                           y=norm_u.tolist(), yaxis="y2", marker=dict(color=COLORS["second"], size=7, symbol="diamond"),
-                           hovertemplate="r_e %{x:.3g}<br>|U·δr| %{y:.4g}<extra></extra>"))
+        traces.append(
+            dict(
+                type="scatter",
+                mode="markers",
+                name="|U·δr| measured (logit change)",
+                x=r_u.tolist(),
+                y=norm_u.tolist(),
+                yaxis="y2",
+                marker=dict(color=COLORS["second"], size=7, symbol="diamond"),
+                hovertemplate="r_e %{x:.3g}<br>|U·δr| %{y:.4g}<extra></extra>",
+            )
+        )
         lam_u = _finite(estimates.get("lambda_U"))
         if lam_u is not None:
-            traces += _line_through_origin(lam_u, lo, hi, linear, f"λ_U|r_e|, λ_U = {_fmt(lam_u)}",
-                                           COLORS["fit"], True, yaxis="y2")
+            traces += _line_through_origin(
+                lam_u, lo, hi, linear, f"λ_U|r_e|, λ_U = {_fmt(lam_u)}", COLORS["fit"], True, yaxis="y2"
+            )
         layout["height"] = FINAL_SHIFT_HEIGHT
         layout["xaxis"]["anchor"] = "y2"
         layout["yaxis"].update(domain=[0.54, 1.0], title=dict(text="|δr|"))
-        layout["yaxis2"] = dict(domain=[0.0, 0.44], anchor="x", rangemode="tozero", zeroline=True,
-                                zerolinecolor="#bbb", title=dict(text="|U·δr| (logits)"))
+        layout["yaxis2"] = dict(
+            domain=[0.0, 0.44],
+            anchor="x",
+            rangemode="tozero",
+            zeroline=True,
+            zerolinecolor="#bbb",
+            title=dict(text="|U·δr| (logits)"),
+        )
         layout["legend"] = dict(layout["legend"], y=-0.18)
     return go.Figure(data=traces, layout=layout)
 
@@ -189,23 +246,42 @@ def logit_noise_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> 
     _need(r, "logit-noise (logit_noise)")
     r_m, mean = _series(rows, "logit_noise", "mean")
     lo, hi = _span(r)
-    traces = [dict(type="scatter", mode="markers", name="std of the logit noise", x=r.tolist(),
-                   y=std.tolist(), marker=dict(color=COLORS["measured"], size=8),
-                   hovertemplate="r_e %{x:.3g}<br>std %{y:.4g}<extra></extra>")]
+    traces = [
+        dict(
+            type="scatter",
+            mode="markers",
+            name="std of the logit noise",
+            x=r.tolist(),
+            y=std.tolist(),
+            marker=dict(color=COLORS["measured"], size=8),
+            hovertemplate="r_e %{x:.3g}<br>std %{y:.4g}<extra></extra>",
+        )
+    ]
     if r_m.size:
-        traces.append(dict(type="scatter", mode="markers", name="mean of the logit noise", x=r_m.tolist(),
-                           y=mean.tolist(), marker=dict(color=COLORS["mean"], size=6, symbol="x"),
-                           hovertemplate="r_e %{x:.3g}<br>mean %{y:.4g}<extra></extra>"))
+        traces.append(
+            dict(
+                type="scatter",
+                mode="markers",
+                name="mean of the logit noise",
+                x=r_m.tolist(),
+                y=mean.tolist(),
+                marker=dict(color=COLORS["mean"], size=6, symbol="x"),
+                hovertemplate="r_e %{x:.3g}<br>mean %{y:.4g}<extra></extra>",
+            )
+        )
     lam_sigma = _finite(estimates.get("lambda_sigma"))
     linear = _finite(estimates.get("linear_range"))
     if lam_sigma is not None:
-        traces += _line_through_origin(lam_sigma, lo, hi, linear, f"λσ|r_e|, λσ = {_fmt(lam_sigma)}",
-                                       COLORS["fit"], True)
+        traces += _line_through_origin(
+            lam_sigma, lo, hi, linear, f"λσ|r_e|, λσ = {_fmt(lam_sigma)}", COLORS["fit"], True
+        )
     title = "Assumption 3: logit noise on the top-10 tokens vs r_e"
     if lam_sigma is not None:
         beta = _finite(estimates.get("lambda_sigma_beta_estimate"))
-        title += (f"<br><sub>λσ = {_fmt(lam_sigma)} (R² {_fmt(estimates.get('lambda_sigma_r2'))}) → "
-                  f"λσβ ≈ 0.8·λσ = {_fmt(beta)}</sub>")
+        title += (
+            f"<br><sub>λσ = {_fmt(lam_sigma)} (R² {_fmt(estimates.get('lambda_sigma_r2'))}) → "
+            f"λσβ ≈ 0.8·λσ = {_fmt(beta)}</sub>"
+        )
     return go.Figure(data=traces, layout=_layout(title, "<δr, Uᵀ(e_i − e_correct)>"))
 
 
@@ -218,8 +294,12 @@ def noise_normality(samples: Sequence[float]) -> dict:
     spread = values.std(ddof=1)
     z = (values - values.mean()) / (spread if spread > 0 else 1.0)
     p = float(stats.normaltest(z).pvalue) if values.size >= MIN_NORMALITY_SAMPLES else None
-    return {"n": int(values.size), "skew": float(stats.skew(z)), "excess_kurtosis": float(stats.kurtosis(z)),
-            "dagostino_pearson_p": p}
+    return {
+        "n": int(values.size),
+        "skew": float(stats.skew(z)),
+        "excess_kurtosis": float(stats.kurtosis(z)),
+        "dagostino_pearson_p": p,
+    }
 
 
 def noise_histogram_figure(samples: Sequence[float], r_e: float, bins: int | str = "auto") -> go.Figure:
@@ -232,20 +312,42 @@ def noise_histogram_figure(samples: Sequence[float], r_e: float, bins: int | str
     counts, edges = np.histogram(values, bins=bins, density=True)
     centres = (edges[:-1] + edges[1:]) / 2
     mu, sigma = float(values.mean()), float(values.std(ddof=1))
-    traces = [dict(type="bar", name=f"noise at r_e = {_fmt(r_e)} (n = {values.size})", x=centres.tolist(),
-                   y=counts.tolist(), width=np.diff(edges).tolist(), marker=dict(color=COLORS["measured"], opacity=0.6, line=dict(color="white", width=1)),
-                   hovertemplate="%{x:.3g}: density %{y:.3g}<extra></extra>")]
+    traces = [
+        dict(
+            type="bar",
+            name=f"noise at r_e = {_fmt(r_e)} (n = {values.size})",
+            x=centres.tolist(),
+            y=counts.tolist(),
+            width=np.diff(edges).tolist(),
+            marker=dict(color=COLORS["measured"], opacity=0.6, line=dict(color="white", width=1)),
+            hovertemplate="%{x:.3g}: density %{y:.3g}<extra></extra>",
+        )
+    ]
     if sigma > 0:
         x = np.linspace(edges[0], edges[-1], 200)
-        traces.append(dict(type="scatter", mode="lines", name=f"normal (μ = {_fmt(mu)}, σ = {_fmt(sigma)})",
-                           x=x.tolist(), y=stats.norm.pdf(x, mu, sigma).tolist(),
-                           line=dict(color=COLORS["normal"], width=2), hoverinfo="skip"))
+        traces.append(
+            dict(
+                type="scatter",
+                mode="lines",
+                name=f"normal (μ = {_fmt(mu)}, σ = {_fmt(sigma)})",
+                x=x.tolist(),
+                y=stats.norm.pdf(x, mu, sigma).tolist(),
+                line=dict(color=COLORS["normal"], width=2),
+                hoverinfo="skip",
+            )
+        )
     test = noise_normality(values)
     p = test["dagostino_pearson_p"]
-    verdict = ("too few samples for a normality test" if p is None else
-               f"D'Agostino-Pearson p = {_fmt(p)} ({'no evidence against' if p >= 0.05 else 'evidence against'} normality)")
-    title = (f"Logit noise at r_e = {_fmt(r_e)}<br><sub>{verdict}; skew {_fmt(test['skew'])}, "
-             f"excess kurtosis {_fmt(test['excess_kurtosis'])}</sub>")
+    verdict = (
+        "too few samples for a normality test"
+        if p is None
+        else f"D'Agostino-Pearson p = {_fmt(p)} "
+        f"({'no evidence against' if p >= 0.05 else 'evidence against'} normality)"
+    )
+    title = (
+        f"Logit noise at r_e = {_fmt(r_e)}<br><sub>{verdict}; skew {_fmt(test['skew'])}, "
+        f"excess kurtosis {_fmt(test['excess_kurtosis'])}</sub>"
+    )
     layout = _layout(title, "density", bargap=0)
     layout["xaxis"] = dict(title=dict(text="<δr, Uᵀ(e_i − e_correct)> (logits)"), zeroline=True, zerolinecolor="#bbb")
     return go.Figure(data=traces, layout=layout)
@@ -264,14 +366,23 @@ def separation_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> g
     r, sep = _series(rows, "separation", "mean_good_minus_bad")
     _need(r, "separation")
     lo, hi = _span(r)
-    traces = [dict(type="scatter", mode="markers+lines", name="good − bad answer tokens", x=r.tolist(),
-                   y=sep.tolist(), marker=dict(color=COLORS["measured"], size=8),
-                   line=dict(color=COLORS["measured"], width=1),
-                   hovertemplate="r_e %{x:.3g}<br>separation %{y:.4g}<extra></extra>")]
+    traces = [
+        dict(
+            type="scatter",
+            mode="markers+lines",
+            name="good − bad answer tokens",
+            x=r.tolist(),
+            y=sep.tolist(),
+            marker=dict(color=COLORS["measured"], size=8),
+            line=dict(color=COLORS["measured"], width=1),
+            hovertemplate="r_e %{x:.3g}<br>separation %{y:.4g}<extra></extra>",
+        )
+    ]
     delta = _finite(estimates.get("delta_lambda_estimate"))
     if delta is not None:
-        traces += _line_through_origin(delta, lo, hi, _finite(estimates.get("linear_range")),
-                                       f"Δλ·r_e, Δλ = {_fmt(delta)}", COLORS["fit"], False)
+        traces += _line_through_origin(
+            delta, lo, hi, _finite(estimates.get("linear_range")), f"Δλ·r_e, Δλ = {_fmt(delta)}", COLORS["fit"], False
+        )
     title = "Assumption 2: separation of aligned and misaligned answer tokens vs r_e"
     if delta is not None:
         title += f"<br><sub>Δλ ≈ {_fmt(delta)} (R² {_fmt(estimates.get('delta_lambda_r2'))})"
@@ -299,7 +410,9 @@ def comparison_table(diagnostics_summary: Mapping | None) -> pd.DataFrame:
     estimate alone.
     """
     if not diagnostics_summary:
-        raise DiagnosticsPlotError("This result has no assumption-check estimates (run the sweep with n_diagnostics > 0).")
+        raise DiagnosticsPlotError(
+            "This result has no assumption-check estimates (run the sweep with n_diagnostics > 0)."
+        )
     summary = dict(diagnostics_summary)
     comparison = summary.get("comparison_with_fits") or {}
     rows = []
@@ -311,10 +424,14 @@ def comparison_table(diagnostics_summary: Mapping | None) -> pd.DataFrame:
     fit_dl, ratio_dl = fitted("delta_lambda")
     fit_lsb, ratio_lsb = fitted("lambda_sigma_beta")
     specs = (
-        ("Δλ (alignment)", summary.get("delta_lambda_estimate"), fit_dl, ratio_dl,
-         "separation slope vs Theorem 1 fit"),
-        ("λσβ (helpfulness)", summary.get("lambda_sigma_beta_estimate"), fit_lsb, ratio_lsb,
-         "0.8·λσ from the logit noise vs Theorem 2 fit"),
+        ("Δλ (alignment)", summary.get("delta_lambda_estimate"), fit_dl, ratio_dl, "separation slope vs Theorem 1 fit"),
+        (
+            "λσβ (helpfulness)",
+            summary.get("lambda_sigma_beta_estimate"),
+            fit_lsb,
+            ratio_lsb,
+            "0.8·λσ from the logit noise vs Theorem 2 fit",
+        ),
         ("λ", summary.get("lambda"), None, None, "slope of |δr| (assumption 1)"),
         ("λ_U", summary.get("lambda_U"), None, None, "slope of |U·δr|"),
         ("λσ", summary.get("lambda_sigma"), None, None, "slope of the logit-noise std (assumption 3)"),
@@ -322,8 +439,15 @@ def comparison_table(diagnostics_summary: Mapping | None) -> pd.DataFrame:
     for name, estimate, fit, ratio, source in specs:
         if _finite(estimate) is None and fit is None:
             continue
-        rows.append({"parameter": name, "direct estimate": _finite(estimate), "bound fit": fit,
-                     "fit / estimate": ratio, "from": source})
+        rows.append(
+            {
+                "parameter": name,
+                "direct estimate": _finite(estimate),
+                "bound fit": fit,
+                "fit / estimate": ratio,
+                "from": source,
+            }
+        )
     if not rows:
         raise DiagnosticsPlotError("The assumption-check summary holds no finite estimate.")
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
@@ -337,13 +461,25 @@ def comparison_figure(diagnostics_summary: Mapping | None) -> go.Figure:
         raise DiagnosticsPlotError("Neither Δλ nor λσβ was estimated in this result.")
     names = paired["parameter"].tolist()
     traces = []
-    for column, color, label in (("direct estimate", COLORS["estimate"], "direct estimate (appendix A.3)"),
-                                 ("bound fit", COLORS["bound_fit"], "free parameter of the bound fit")):
-        values = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-                  for v in paired[column].tolist()]
-        traces.append(dict(type="bar", name=label, x=names, y=values, marker=dict(color=color),
-                           text=[_fmt(v) for v in values], textposition="outside",
-                           hovertemplate="%{x}: %{y:.3g}<extra>" + label + "</extra>"))
+    for column, color, label in (
+        ("direct estimate", COLORS["estimate"], "direct estimate (appendix A.3)"),
+        ("bound fit", COLORS["bound_fit"], "free parameter of the bound fit"),
+    ):
+        values = [
+            None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in paired[column].tolist()
+        ]
+        traces.append(
+            dict(
+                type="bar",
+                name=label,
+                x=names,
+                y=values,
+                marker=dict(color=color),
+                text=[_fmt(v) for v in values],
+                textposition="outside",
+                hovertemplate="%{x}: %{y:.3g}<extra>" + label + "</extra>",
+            )
+        )
     ratios = [f"{n}: fit/estimate = {_fmt(r)}" for n, r in zip(names, paired["fit / estimate"].tolist())]
     title = "Direct estimates vs bound fits<br><sub>" + "; ".join(ratios) + "</sub>"
     layout = _layout(title, "value", barmode="group")
@@ -404,26 +540,62 @@ def layer_map_figure(df: pd.DataFrame, metric: str = "behavior_expectation") -> 
             if not np.isfinite(value):
                 continue
             colour = sample_colorscale(scale, [min(max((value - lo) / (hi - lo), 0.0), 1.0)])[0]
-            shapes.append(dict(type="rect", xref="x", yref="y", x0=float(x_edges[j]), x1=float(x_edges[j + 1]),
-                               y0=i - 0.5, y1=i + 0.5, fillcolor=colour, line=dict(width=0.5, color="white"),
-                               layer="below"))
+            shapes.append(
+                dict(
+                    type="rect",
+                    xref="x",
+                    yref="y",
+                    x0=float(x_edges[j]),
+                    x1=float(x_edges[j + 1]),
+                    y0=i - 0.5,
+                    y1=i + 0.5,
+                    fillcolor=colour,
+                    line=dict(width=0.5, color="white"),
+                    layer="below",
+                )
+            )
             xs.append(float(r))
             ys.append(i)
             colours.append(float(value))
             texts.append(f"layers {_window_label(start, stop)}, r_e {r:.3g}: {value:.3g}")
     title_metric = METRIC_TITLES.get(metric, metric)
-    traces = [dict(type="scatter", mode="markers", name=title_metric, x=xs, y=ys, text=texts,
-                   hovertemplate="%{text}<extra></extra>", showlegend=False,
-                   marker=dict(size=14, opacity=0, color=colours, colorscale=scale, cmin=lo, cmax=hi,
-                               showscale=True, colorbar=dict(title=dict(text=title_metric.split(" ")[0]),
-                                                             thickness=12)))]
-    layout = _layout(f"Layer scan: {title_metric}<br><sub>one coarse sweep per window of steered layers</sub>",
-                     "steered layers")
+    traces = [
+        dict(
+            type="scatter",
+            mode="markers",
+            name=title_metric,
+            x=xs,
+            y=ys,
+            text=texts,
+            hovertemplate="%{text}<extra></extra>",
+            showlegend=False,
+            marker=dict(
+                size=14,
+                opacity=0,
+                color=colours,
+                colorscale=scale,
+                cmin=lo,
+                cmax=hi,
+                showscale=True,
+                colorbar=dict(title=dict(text=title_metric.split(" ")[0]), thickness=12),
+            ),
+        )
+    ]
+    layout = _layout(
+        f"Layer scan: {title_metric}<br><sub>one coarse sweep per window of steered layers</sub>", "steered layers"
+    )
     layout["shapes"] = shapes
-    layout["xaxis"] = dict(title=dict(text=R_AXIS_TITLE), range=[float(x_edges[0]), float(x_edges[-1])],
-                           zeroline=False, showgrid=False)
-    layout["yaxis"] = dict(title=dict(text="steered layers"), tickmode="array", tickvals=list(range(len(windows))),
-                           ticktext=[_window_label(a, b) for a, b in windows], range=[-0.5, len(windows) - 0.5],
-                           zeroline=False, showgrid=False)
+    layout["xaxis"] = dict(
+        title=dict(text=R_AXIS_TITLE), range=[float(x_edges[0]), float(x_edges[-1])], zeroline=False, showgrid=False
+    )
+    layout["yaxis"] = dict(
+        title=dict(text="steered layers"),
+        tickmode="array",
+        tickvals=list(range(len(windows))),
+        ticktext=[_window_label(a, b) for a, b in windows],
+        range=[-0.5, len(windows) - 0.5],
+        zeroline=False,
+        showgrid=False,
+    )
     layout["margin"] = dict(l=70, r=20, t=60, b=50)
     return go.Figure(data=traces, layout=layout)

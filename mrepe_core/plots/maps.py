@@ -10,7 +10,7 @@ so they are assembled without plotly's per-property validation (tests re-validat
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -19,8 +19,18 @@ from .tradeoff import TEMPLATE
 
 HEIGHT = 520
 # Plotly's D3 / Tableau 10 colours: one per set, in the order the sets first appear.
-SET_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-               "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
+SET_PALETTE = (
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+)
 SIDE_SYMBOLS = {"positive": "circle", "negative": "x", "": "diamond"}
 OTHER_SIDE_SYMBOLS = ("square", "triangle-up", "cross", "triangle-down", "hexagon")
 STEERED_NAME = "steered"
@@ -85,18 +95,35 @@ def _steered_traces(
         ys = np.full(3 * len(steered), np.nan)
         xs[0::3], xs[1::3] = starts[:, 0], steered[:, 0]
         ys[0::3], ys[1::3] = starts[:, 1], steered[:, 1]
-        traces.append(dict(
-            type=scatter_type, mode="lines", name=ARROWS_NAME, hoverinfo="skip", showlegend=False,
-            x=[None if math.isnan(v) else v for v in xs.tolist()],
-            y=[None if math.isnan(v) else v for v in ys.tolist()],
-            line=dict(color="rgba(0,0,0,0.35)", width=1),
-        ))
-    marker = dict(symbol="star", size=11, color=point_colors if point_colors else STEERED_COLOR,
-                  line=dict(color=STEERED_COLOR, width=1))
-    traces.append(dict(
-        type=scatter_type, mode="markers", name=label, x=steered[:, 0].tolist(), y=steered[:, 1].tolist(),
-        marker=marker, hovertemplate=f"{label}<br>(%{{x:.2f}}, %{{y:.2f}})<extra></extra>",
-    ))
+        traces.append(
+            dict(
+                type=scatter_type,
+                mode="lines",
+                name=ARROWS_NAME,
+                hoverinfo="skip",
+                showlegend=False,
+                x=[None if math.isnan(v) else v for v in xs.tolist()],
+                y=[None if math.isnan(v) else v for v in ys.tolist()],
+                line=dict(color="rgba(0,0,0,0.35)", width=1),
+            )
+        )
+    marker = dict(
+        symbol="star",
+        size=11,
+        color=point_colors if point_colors else STEERED_COLOR,
+        line=dict(color=STEERED_COLOR, width=1),
+    )
+    traces.append(
+        dict(
+            type=scatter_type,
+            mode="markers",
+            name=label,
+            x=steered[:, 0].tolist(),
+            y=steered[:, 1].tolist(),
+            marker=marker,
+            hovertemplate=f"{label}<br>(%{{x:.2f}}, %{{y:.2f}})<extra></extra>",
+        )
+    )
     return traces
 
 
@@ -150,11 +177,20 @@ def concept_map_figure(
                 continue
             name = f"{set_name} · {side}" if side else set_name
             trace = dict(
-                type=scatter_type, mode="markers", name=name, legendgroup=set_name,
-                x=points[rows, 0].tolist(), y=points[rows, 1].tolist(),
+                type=scatter_type,
+                mode="markers",
+                name=name,
+                legendgroup=set_name,
+                x=points[rows, 0].tolist(),
+                y=points[rows, 1].tolist(),
                 customdata=rows.tolist(),
-                marker=dict(color=colors[set_name], symbol=symbols[side], size=7, opacity=0.75,
-                            line=dict(width=0.5, color=colors[set_name])),
+                marker=dict(
+                    color=colors[set_name],
+                    symbol=symbols[side],
+                    size=7,
+                    opacity=0.75,
+                    line=dict(width=0.5, color=colors[set_name]),
+                ),
             )
             if texts is not None:
                 trace["text"] = texts[rows].tolist()
@@ -180,7 +216,10 @@ def concept_map_figure(
         traces.extend(_steered_traces(steered, points, index, point_colors, r_e, scatter_type))
 
     layout = dict(
-        template=TEMPLATE, height=HEIGHT, autosize=True, uirevision="concept-map",
+        template=TEMPLATE,
+        height=HEIGHT,
+        autosize=True,
+        uirevision="concept-map",
         title=dict(text=title, font=dict(size=14)),
         margin=dict(l=50, r=20, t=50 if title else 30, b=50),
         legend=dict(orientation="v", x=1.02, y=1, font=dict(size=11)),
@@ -193,8 +232,9 @@ def concept_map_figure(
         layout["yaxis"]["scaleratio"] = 1
     frames = None
     if animation_frames:
-        frames, layout = _with_animation(animation_frames, points, index, point_colors, scatter_type,
-                                         len(traces), steered_2d is not None, layout)
+        frames, layout = _with_animation(
+            animation_frames, points, index, point_colors, scatter_type, len(traces), steered_2d is not None, layout
+        )
         if steered_2d is None:
             # The frames replace the steered traces, so the first frame's traces must exist.
             first = next(iter(frames))
@@ -223,12 +263,24 @@ def _with_animation(
         steered = _points(by_value[r], f"animation_frames[{r:g}]")
         if index is not None and len(index) != len(steered):
             raise MapPlotError(f"animation_frames[{r:g}] has {len(steered)} points for {len(index)} in steered_index.")
-        frames.append(dict(name=f"{r:g}", traces=target,
-                           data=_steered_traces(steered, points, index, point_colors, r, scatter_type)))
-    steps = [dict(method="animate", label=f"{r:g}",
-                  args=[[f"{r:g}"], dict(mode="immediate", frame=dict(duration=0, redraw=False),
-                                         transition=dict(duration=0))])
-             for r in r_values]
+        frames.append(
+            dict(
+                name=f"{r:g}",
+                traces=target,
+                data=_steered_traces(steered, points, index, point_colors, r, scatter_type),
+            )
+        )
+    steps = [
+        dict(
+            method="animate",
+            label=f"{r:g}",
+            args=[
+                [f"{r:g}"],
+                dict(mode="immediate", frame=dict(duration=0, redraw=False), transition=dict(duration=0)),
+            ],
+        )
+        for r in r_values
+    ]
     layout = dict(layout)
     layout["sliders"] = [dict(active=0, steps=steps, currentvalue=dict(prefix="r_e = "), pad=dict(t=40))]
     layout["margin"] = dict(layout["margin"], b=110)

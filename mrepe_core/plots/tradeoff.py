@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,10 +25,23 @@ MAX_SUBJECT_LEGEND_ENTRIES = 6
 # plotly_white's 2-D cartesian layout part as a plain dict: a template *name* would reach plotly.js
 # unexpanded when validation is off (see _figure), and the per-trace-type defaults and polar/geo/3-D
 # parts are irrelevant to these scatter plots but would be deep-copied on every rebuild.
-_TEMPLATE_KEYS = ("autotypenumbers", "colorway", "font", "hovermode", "hoverlabel", "paper_bgcolor",
-                  "plot_bgcolor", "xaxis", "yaxis", "shapedefaults", "annotationdefaults", "title")
-TEMPLATE = {"layout": {k: v for k, v in pio.templates["plotly_white"].to_plotly_json()["layout"].items()
-                       if k in _TEMPLATE_KEYS}}
+_TEMPLATE_KEYS = (
+    "autotypenumbers",
+    "colorway",
+    "font",
+    "hovermode",
+    "hoverlabel",
+    "paper_bgcolor",
+    "plot_bgcolor",
+    "xaxis",
+    "yaxis",
+    "shapedefaults",
+    "annotationdefaults",
+    "title",
+)
+TEMPLATE = {
+    "layout": {k: v for k, v in pio.templates["plotly_white"].to_plotly_json()["layout"].items() if k in _TEMPLATE_KEYS}
+}
 HEIGHT = 360
 R_AXIS_TITLE = "r_e (steering coefficient)"
 B_AXIS_TITLE = "behavior expectation B"
@@ -36,8 +49,15 @@ P_AXIS_TITLE = "P(correct)"
 MARKER_NAME = "current r_e"
 MARKER_LINE_NAME = "r_e marker"
 BEHAVIOR_PALETTE = ("#1f77b4", "#9467bd", "#8c564b", "#17becf", "#bcbd22", "#e377c2")
-COLORS = {"measured": "#1f77b4", "fit": "#ff7f0e", "mean": "#d62728", "chance": "#7f7f7f",
-          "marker": "#2ca02c", "regime": "#2ca02c", "subject": "#9aa5b1"}
+COLORS = {
+    "measured": "#1f77b4",
+    "fit": "#ff7f0e",
+    "mean": "#d62728",
+    "chance": "#7f7f7f",
+    "marker": "#2ca02c",
+    "regime": "#2ca02c",
+    "subject": "#9aa5b1",
+}
 N_DENSE = 200
 MAX_TEXT_LABELS = 15
 
@@ -129,8 +149,15 @@ def _fmt(x: float) -> str:
     return "n/a" if x is None or not math.isfinite(x) else f"{x:.3g}"
 
 
-def _figure(traces: list[dict], uirevision: str, x_title: str, y_title: str, x_range=None, y_range=None,
-            meta: dict | None = None) -> go.Figure:
+def _figure(
+    traces: list[dict],
+    uirevision: str,
+    x_title: str,
+    y_title: str,
+    x_range=None,
+    y_range=None,
+    meta: dict | None = None,
+) -> go.Figure:
     """Assemble the figure without plotly's per-property validation.
 
     Validation costs ~5 ms per trace and these figures are rebuilt on every slider move (budget: all
@@ -138,7 +165,10 @@ def _figure(traces: list[dict], uirevision: str, x_title: str, y_title: str, x_r
     with ``go.Figure(fig.to_dict())`` so a bad property still fails loudly.
     """
     layout = dict(
-        template=TEMPLATE, height=HEIGHT, autosize=True, uirevision=uirevision,
+        template=TEMPLATE,
+        height=HEIGHT,
+        autosize=True,
+        uirevision=uirevision,
         margin=dict(l=60, r=20, t=30, b=50),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, font=dict(size=11)),
         hovermode="closest",
@@ -169,11 +199,25 @@ def _check_marker(marker_r_e) -> float | None:
 def _marker_traces(r_marker: float, points_y: list[float], y_span: tuple[float, float], label: str) -> list[dict]:
     """Dashed vertical line at r_marker and the measured value(s) there; NaN values (outside the grid) are omitted."""
     ys = [y for y in points_y if math.isfinite(y)]
-    line = dict(type="scatter", x=[r_marker, r_marker], y=list(y_span), mode="lines", name=MARKER_LINE_NAME,
-                line=dict(color=COLORS["marker"], dash="dash", width=1.5), hoverinfo="skip", showlegend=False)
-    point = dict(type="scatter", x=[r_marker] * len(ys), y=ys, mode="markers", name=MARKER_NAME,
-                 marker=dict(color=COLORS["marker"], size=12, symbol="diamond", line=dict(color="white", width=1)),
-                 hovertemplate=f"r_e = {r_marker:.3g}<br>{label} = %{{y:.3f}}<extra></extra>")
+    line = dict(
+        type="scatter",
+        x=[r_marker, r_marker],
+        y=list(y_span),
+        mode="lines",
+        name=MARKER_LINE_NAME,
+        line=dict(color=COLORS["marker"], dash="dash", width=1.5),
+        hoverinfo="skip",
+        showlegend=False,
+    )
+    point = dict(
+        type="scatter",
+        x=[r_marker] * len(ys),
+        y=ys,
+        mode="markers",
+        name=MARKER_NAME,
+        marker=dict(color=COLORS["marker"], size=12, symbol="diamond", line=dict(color="white", width=1)),
+        hovertemplate=f"r_e = {r_marker:.3g}<br>{label} = %{{y:.3f}}<extra></extra>",
+    )
     return [line, point]
 
 
@@ -191,8 +235,7 @@ def _marker_meta(n_traces: int, marker_at, grid) -> dict | None:
         raise PlotDataError(f"marker_grid must hold 1-{MAX_MARKER_FRAMES} finite values.")
     frames = [[{k: t[k] for k in MARKER_FRAME_KEYS if k in t} for t in marker_at(r)] for r in r_values]
     n_marker = len(frames[0])
-    return {"marker_frames": {"r": r_values, "traces": list(range(n_traces - n_marker, n_traces)),
-                              "frames": frames}}
+    return {"marker_frames": {"r": r_values, "traces": list(range(n_traces - n_marker, n_traces)), "frames": frames}}
 
 
 def marker_frames(fig: go.Figure | dict) -> dict | None:
@@ -207,24 +250,43 @@ def marker_frames(fig: go.Figure | dict) -> dict | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def behavior_figure(agg: pd.DataFrame, fit: AlignmentFit | None = None, marker_r_e: float | None = None,
-                    marker_grid: Sequence[float] | None = None) -> go.Figure:
+def behavior_figure(
+    agg: pd.DataFrame,
+    fit: AlignmentFit | None = None,
+    marker_r_e: float | None = None,
+    marker_grid: Sequence[float] | None = None,
+) -> go.Figure:
     """Measured behaviour expectation B vs r_e (one curve per behaviour), Theorem 1 fit, current-r_e marker."""
     marker_r_e = _check_marker(marker_r_e)
     curves = _curves(_check_agg(agg), "behavior", "behavior_expectation")
     traces: list[dict] = []
     for k, (subject, (r, v, e)) in enumerate(curves.items()):
-        traces.append(dict(
-            type="scatter", x=r, y=v, mode="lines+markers", name=f"measured B ({subject})",
-            error_y=dict(type="data", array=e, visible=True, thickness=1, width=3),
-            line=dict(color=BEHAVIOR_PALETTE[k % len(BEHAVIOR_PALETTE)], width=2), marker=dict(size=6),
-            hovertemplate="r_e = %{x:.3g}<br>B = %{y:.3f}<extra>" + subject + "</extra>"))
+        traces.append(
+            dict(
+                type="scatter",
+                x=r,
+                y=v,
+                mode="lines+markers",
+                name=f"measured B ({subject})",
+                error_y=dict(type="data", array=e, visible=True, thickness=1, width=3),
+                line=dict(color=BEHAVIOR_PALETTE[k % len(BEHAVIOR_PALETTE)], width=2),
+                marker=dict(size=6),
+                hovertemplate="r_e = %{x:.3g}<br>B = %{y:.3f}<extra>" + subject + "</extra>",
+            )
+        )
     if fit is not None:
         dense = np.linspace(*_r_span(curves), N_DENSE)
-        traces.append(dict(
-            type="scatter", x=dense, y=fit.predict(dense), mode="lines", line=dict(color=COLORS["fit"], width=2, dash="dot"),
-            name=f"Theorem 1 fit: Δλ={_fmt(fit.delta_lambda)}, B0={_fmt(fit.b0)}, R²={_fmt(fit.r2)}",
-            hovertemplate="r_e = %{x:.3g}<br>fit B = %{y:.3f}<extra></extra>"))
+        traces.append(
+            dict(
+                type="scatter",
+                x=dense,
+                y=fit.predict(dense),
+                mode="lines",
+                line=dict(color=COLORS["fit"], width=2, dash="dot"),
+                name=f"Theorem 1 fit: Δλ={_fmt(fit.delta_lambda)}, B0={_fmt(fit.b0)}, R²={_fmt(fit.r2)}",
+                hovertemplate="r_e = %{x:.3g}<br>fit B = %{y:.3f}<extra></extra>",
+            )
+        )
 
     def marker_at(x: float) -> list[dict]:
         return _marker_traces(x, [interpolate_at(r, v, x) for r, v, _ in curves.values()], (-1.0, 1.0), "B")
@@ -235,9 +297,14 @@ def behavior_figure(agg: pd.DataFrame, fit: AlignmentFit | None = None, marker_r
     return _figure(traces, "behavior", R_AXIS_TITLE, B_AXIS_TITLE, y_range=[-1.05, 1.05], meta=meta)
 
 
-def helpfulness_figure(agg: pd.DataFrame, fit: HelpfulnessFit | None = None, n_choices: int | None = 4,
-                       marker_r_e: float | None = None, metric: str = "helpfulness",
-                       marker_grid: Sequence[float] | None = None) -> go.Figure:
+def helpfulness_figure(
+    agg: pd.DataFrame,
+    fit: HelpfulnessFit | None = None,
+    n_choices: int | None = 4,
+    marker_r_e: float | None = None,
+    metric: str = "helpfulness",
+    marker_grid: Sequence[float] | None = None,
+) -> go.Figure:
     """Per-subject P(correct) (thin), their mean (bold, with error bars), chance 1/N, Theorem 2 fit, marker."""
     marker_r_e = _check_marker(marker_r_e)
     curves = _curves(_check_agg(agg), "helpfulness", metric)
@@ -248,33 +315,66 @@ def helpfulness_figure(agg: pd.DataFrame, fit: HelpfulnessFit | None = None, n_c
     grouped = len(subjects) > MAX_SUBJECT_LEGEND_ENTRIES
     for k, subject in enumerate(subjects):
         r, v, _ = curves[subject]
-        traces.append(dict(type="scatter", x=r, y=v, mode="lines", opacity=0.7,
-                           name=f"{len(subjects)} subjects" if grouped else subject,
-                           showlegend=not grouped or k == 0,
-                           line=dict(width=1, color=COLORS["subject"]), legendgroup="subjects",
-                           hovertemplate="r_e = %{x:.3g}<br>%{y:.3f}<extra>" + subject + "</extra>"))
+        traces.append(
+            dict(
+                type="scatter",
+                x=r,
+                y=v,
+                mode="lines",
+                opacity=0.7,
+                name=f"{len(subjects)} subjects" if grouped else subject,
+                showlegend=not grouped or k == 0,
+                line=dict(width=1, color=COLORS["subject"]),
+                legendgroup="subjects",
+                hovertemplate="r_e = %{x:.3g}<br>%{y:.3f}<extra>" + subject + "</extra>",
+            )
+        )
     r_mean, v_mean, e_mean, mean_name = _mean_curve(curves)
-    traces.append(dict(
-        type="scatter", x=r_mean, y=v_mean, mode="lines+markers", name=mean_name,
-        error_y=dict(type="data", array=e_mean, visible=True, thickness=1, width=3),
-        line=dict(color=COLORS["mean"], width=3), marker=dict(size=6),
-        hovertemplate="r_e = %{x:.3g}<br>mean = %{y:.3f}<extra></extra>"))
+    traces.append(
+        dict(
+            type="scatter",
+            x=r_mean,
+            y=v_mean,
+            mode="lines+markers",
+            name=mean_name,
+            error_y=dict(type="data", array=e_mean, visible=True, thickness=1, width=3),
+            line=dict(color=COLORS["mean"], width=3),
+            marker=dict(size=6),
+            hovertemplate="r_e = %{x:.3g}<br>mean = %{y:.3f}<extra></extra>",
+        )
+    )
     lo, hi = _r_span(curves)
     if n_choices is not None:
         if isinstance(n_choices, bool) or not isinstance(n_choices, (int, np.integer)) or n_choices < 2:
             raise PlotDataError(f"n_choices must be an integer >= 2, got {n_choices!r}.")
         chance = 1.0 / int(n_choices)
-        traces.append(dict(type="scatter", x=[lo, hi], y=[chance, chance], mode="lines",
-                           name=f"chance 1/N = {chance:.3g}",
-                           line=dict(color=COLORS["chance"], dash="dot", width=1.5), hoverinfo="skip"))
+        traces.append(
+            dict(
+                type="scatter",
+                x=[lo, hi],
+                y=[chance, chance],
+                mode="lines",
+                name=f"chance 1/N = {chance:.3g}",
+                line=dict(color=COLORS["chance"], dash="dot", width=1.5),
+                hoverinfo="skip",
+            )
+        )
     if fit is not None:
         dense = np.linspace(lo, hi, N_DENSE)
-        traces.append(dict(
-            type="scatter", x=dense, y=fit.predict(dense), mode="lines",
-            line=dict(color=COLORS["fit"], width=2, dash="dash"),
-            name=(f"Theorem 2 fit: P0={_fmt(fit.p0)}, α={_fmt(fit.alpha)}, λσβ={_fmt(fit.lambda_sigma_beta)}, "
-                  f"R²={_fmt(fit.r2)}"),
-            hovertemplate="r_e = %{x:.3g}<br>fit = %{y:.3f}<extra></extra>"))
+        traces.append(
+            dict(
+                type="scatter",
+                x=dense,
+                y=fit.predict(dense),
+                mode="lines",
+                line=dict(color=COLORS["fit"], width=2, dash="dash"),
+                name=(
+                    f"Theorem 2 fit: P0={_fmt(fit.p0)}, α={_fmt(fit.alpha)}, λσβ={_fmt(fit.lambda_sigma_beta)}, "
+                    f"R²={_fmt(fit.r2)}"
+                ),
+                hovertemplate="r_e = %{x:.3g}<br>fit = %{y:.3f}<extra></extra>",
+            )
+        )
 
     def marker_at(x: float) -> list[dict]:
         return _marker_traces(x, [interpolate_at(r_mean, v_mean, x)], (0.0, 1.0), y_title)
@@ -298,7 +398,9 @@ def _paired_curve(agg: pd.DataFrame, behavior: str | None, metric: str):
     rh, vh, _, _ = _mean_curve(_curves(agg, "helpfulness", metric))
     common, ib, ih = np.intersect1d(rb, rh, return_indices=True)
     if common.size == 0:
-        raise PlotDataError("Behaviour and helpfulness rows share no r_e values; they must come from the same sweep grid.")
+        raise PlotDataError(
+            "Behaviour and helpfulness rows share no r_e values; they must come from the same sweep grid."
+        )
     return common, vb[ib], vh[ih], behavior
 
 
@@ -315,20 +417,36 @@ def _sparse_labels(r: np.ndarray, max_labels: int = MAX_TEXT_LABELS) -> list[str
     return [f"{x:g}" if k else "" for x, k in zip(r, keep)]
 
 
-def tradeoff_figure(agg: pd.DataFrame, regime: EfficientRegime | None = None, marker_r_e: float | None = None,
-                    behavior: str | None = None, metric: str = "helpfulness",
-                    marker_grid: Sequence[float] | None = None) -> go.Figure:
+def tradeoff_figure(
+    agg: pd.DataFrame,
+    regime: EfficientRegime | None = None,
+    marker_r_e: float | None = None,
+    behavior: str | None = None,
+    metric: str = "helpfulness",
+    marker_grid: Sequence[float] | None = None,
+) -> go.Figure:
     """Mean helpfulness (y) against behaviour expectation (x), one point per r_e (labelled), efficient regime
     highlighted as the segment with r_min <= r_e <= r_max, marker at the current r_e (interpolated on both curves)."""
     marker_r_e = _check_marker(marker_r_e)
     r, b, h, behavior = _paired_curve(_check_agg(agg), behavior, metric)
     y_title = P_AXIS_TITLE if metric == "helpfulness" else metric
     labels = _sparse_labels(r)
-    traces: list[dict] = [dict(
-        type="scatter", x=b, y=h, mode="lines+markers+text", name=f"r_e sweep ({behavior})", text=labels,
-        textposition="top center", textfont=dict(size=9, color="#555"),
-        line=dict(color=COLORS["measured"], width=1.5), marker=dict(size=6),
-        customdata=r, hovertemplate="r_e = %{customdata:.3g}<br>B = %{x:.3f}<br>P = %{y:.3f}<extra></extra>")]
+    traces: list[dict] = [
+        dict(
+            type="scatter",
+            x=b,
+            y=h,
+            mode="lines+markers+text",
+            name=f"r_e sweep ({behavior})",
+            text=labels,
+            textposition="top center",
+            textfont=dict(size=9, color="#555"),
+            line=dict(color=COLORS["measured"], width=1.5),
+            marker=dict(size=6),
+            customdata=r,
+            hovertemplate="r_e = %{customdata:.3g}<br>B = %{x:.3f}<br>P = %{y:.3f}<extra></extra>",
+        )
+    ]
     if regime is not None:
         inside = (r >= regime.r_min) & (r <= regime.r_max)
         # Endpoints interpolated so the highlight spans exactly [r_min, r_max], not just grid points inside it.
@@ -336,22 +454,36 @@ def tradeoff_figure(agg: pd.DataFrame, regime: EfficientRegime | None = None, ma
         seg_b = np.array([interpolate_at(r, b, x) for x in seg_r])
         seg_h = np.array([interpolate_at(r, h, x) for x in seg_r])
         ok = np.isfinite(seg_b) & np.isfinite(seg_h)
-        traces.append(dict(
-            type="scatter", x=seg_b[ok], y=seg_h[ok], mode="lines",
-            name=f"efficient regime r_e ∈ [{regime.r_min:.3g}, {regime.r_max:.3g}]",
-            line=dict(color=COLORS["regime"], width=8), opacity=0.35, customdata=seg_r[ok],
-            hovertemplate="r_e = %{customdata:.3g}<extra>efficient regime</extra>"))
+        traces.append(
+            dict(
+                type="scatter",
+                x=seg_b[ok],
+                y=seg_h[ok],
+                mode="lines",
+                name=f"efficient regime r_e ∈ [{regime.r_min:.3g}, {regime.r_max:.3g}]",
+                line=dict(color=COLORS["regime"], width=8),
+                opacity=0.35,
+                customdata=seg_r[ok],
+                hovertemplate="r_e = %{customdata:.3g}<extra>efficient regime</extra>",
+            )
+        )
 
     def marker_at(x: float) -> list[dict]:
         mb, mh = interpolate_at(r, b, x), interpolate_at(r, h, x)
         shown = math.isfinite(mb) and math.isfinite(mh)
-        return [dict(
-            type="scatter", x=[mb] if shown else [], y=[mh] if shown else [], mode="markers", name=MARKER_NAME,
-            marker=dict(color=COLORS["marker"], size=14, symbol="diamond", line=dict(color="white", width=1)),
-            hovertemplate=f"r_e = {x:.3g}<br>B = %{{x:.3f}}<br>P = %{{y:.3f}}<extra></extra>")]
+        return [
+            dict(
+                type="scatter",
+                x=[mb] if shown else [],
+                y=[mh] if shown else [],
+                mode="markers",
+                name=MARKER_NAME,
+                marker=dict(color=COLORS["marker"], size=14, symbol="diamond", line=dict(color="white", width=1)),
+                hovertemplate=f"r_e = {x:.3g}<br>B = %{{x:.3f}}<br>P = %{{y:.3f}}<extra></extra>",
+            )
+        ]
 
     if marker_r_e is not None:
         traces.extend(marker_at(marker_r_e))
     meta = _marker_meta(len(traces), marker_at, marker_grid) if marker_r_e is not None else None
-    return _figure(traces, "tradeoff", B_AXIS_TITLE, y_title, x_range=[-1.05, 1.05], y_range=[0.0, 1.02],
-                   meta=meta)
+    return _figure(traces, "tradeoff", B_AXIS_TITLE, y_title, x_range=[-1.05, 1.05], y_range=[0.0, 1.02], meta=meta)

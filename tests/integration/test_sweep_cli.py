@@ -84,7 +84,7 @@ def test_cli_repeat_is_a_copy_without_torch(tiny_model_dir, tmp_path):
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert run.returncode == 0, run.stderr
     assert "(from cache)" in run.stdout and "served from cache in" in run.stdout

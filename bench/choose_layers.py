@@ -28,10 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mrepe_core import datasets  # noqa: E402
+from mrepe_core.extract import extract_vector  # noqa: E402
 from mrepe_core.models import load_model  # noqa: E402
 from mrepe_core.presets import load_preset  # noqa: E402
 from mrepe_core.sweep import run_sweep  # noqa: E402
-from mrepe_core.vectors import SteeringVector, extract_vector  # noqa: E402
+from mrepe_core.vectors import SteeringVector  # noqa: E402
 
 
 def main() -> None:

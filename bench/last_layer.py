@@ -23,10 +23,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mrepe_core import runner  # noqa: E402
+from mrepe_core.extract import extract_vector  # noqa: E402
 from mrepe_core.models import resolve_layers  # noqa: E402
 from mrepe_core.presets import load_preset  # noqa: E402
 from mrepe_core.sweep import _behavior_scorer, _helpfulness_scorer, prepare  # noqa: E402
-from mrepe_core.vectors import extract_vector  # noqa: E402
 
 
 def main() -> int:
@@ -55,7 +55,7 @@ def main() -> int:
     for rep in range(args.repeats):
         for mode in ("read nodes", "full") if rep % 2 == 0 else ("full", "read nodes"):
             switch = (
-                mock.patch.object(runner._PackedRunner, "_last_layer_at_reads_applies", return_value=False)
+                mock.patch.object(runner.PackedRunner, "_last_layer_at_reads_applies", return_value=False)
                 if mode == "full"
                 else contextlib.nullcontext()
             )

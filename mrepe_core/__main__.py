@@ -111,9 +111,9 @@ def _report(out: Path, s: dict, served_s: float | None) -> None:
 
 
 def cmd_extract(args) -> int:
+    from .extract import extract_vector
     from .models import resolve_layers
     from .sweep import prepare
-    from .vectors import extract_vector
 
     config = _config(args)
     if args.pairs:

@@ -14,8 +14,8 @@ How a steered point moves depends on where the map's layer sits relative to the 
 
 * before the first steered layer ``F`` nothing changes;
 * at ``F`` itself the steered state is exactly ``x + r·v_F`` (the layers below saw no steering), so
-  on a PCA map a point moves by exactly ``r·P·v_F`` (``PCAMap.shift``) - except when ``F`` is the
-  last layer, whose representation is read after the final norm;
+  on a PCA map a point moves by exactly ``r·P·v_F`` (``PCAMap.shift``); every layer, the last one
+  included, is read at its block's output, before the final norm, where the vector is added;
 * after ``F`` the later layers process the already-steered stream: the steered state is *not*
   ``x + r·v`` and has to be measured with the model (:func:`steered_states`). The translation can
   still be drawn as a first-order preview, and is labelled as such.
@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from . import hooks, prompts, runner
+from .extract import extract_vector, hidden_states
 from .models import LoadedModel, decoder_layers, resolve_layers
 from .projection import PCAMap, UMAPMap, fit_pca, fit_umap, project_frames
 from .steering import steer
-from .vectors import SteeringVector, extract_vector, hidden_states
+from .vectors import SteeringVector
 
 SETS = ("contrast", "eval", "helpfulness", "user")
 SET_TITLES = {
@@ -348,9 +349,9 @@ def steering_effect(layer: int, steer_layers: Sequence[int], n_layers: int) -> s
     first = min(chosen)
     if index < first:
         return UNCHANGED
-    # The last layer's representation is read after the final norm (transformers' convention for
-    # hidden_states[-1]), which is not additive.
-    if index == first and index < n_layers - 1:
+    # Every layer, the last included, is read at its block's output (before the final norm), where
+    # the vector is added: at the first steered layer the steered state is exactly x + r·v.
+    if index == first:
         return EXACT
     return MEASURED
 
@@ -369,8 +370,8 @@ def steered_states(
     """Last-token state after ``read_layer`` of every text, steered with each ``r`` of ``r_grid``.
 
     Measured with ``steer`` (per-row coefficients, several r_e per batch); the forward pass stops
-    after ``read_layer``, since nothing above it changes that state. The last layer is read after
-    the final norm, like ``hidden_states(...)[:, -1]``. Returns ``{r: [n, d]}``.
+    after ``read_layer``, since nothing above it changes that state. Every layer is read at its
+    block's output (the last one before the final norm), as in extraction. Returns ``{r: [n, d]}``.
     """
     texts = list(texts)
     if not texts:
@@ -386,14 +387,10 @@ def steered_states(
         batch = rows[start : start + batch_size]
         enc = runner.encode_left_padded(loaded, [texts[i] for i, _ in batch])
         coeff = torch.tensor([r for _, r in batch], dtype=torch.float32)
+        # Entered inside steer (which prepends its hooks), so it reads the steered output.
         with steer(loaded.model, vector, layers, coeff):
-            if read == loaded.n_layers - 1:
-                hidden = loaded.model.base_model(**enc, use_cache=False).last_hidden_state
-                captured = [hidden[:, -1, :].float().cpu()]
-            else:
-                # Entered inside steer (which prepends its hooks), so it reads the steered output.
-                with hooks.read_and_stop(block, lambda h: h[:, -1, :].float().cpu()) as captured:
-                    loaded.model(**enc, use_cache=False, logits_to_keep=1)
+            with hooks.read_and_stop(block, lambda h: h[:, -1, :].float().cpu()) as captured:
+                loaded.model(**enc, use_cache=False, logits_to_keep=1)
         if len(captured) != 1:
             raise RuntimeError(f"Expected one read of layer {read}, got {len(captured)}.")
         for k, (i, r) in enumerate(batch):

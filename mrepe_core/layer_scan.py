@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from .extract import extract_vector
 from .models import LoadedModel
 from .sweep import SweepConfig, prepare, run_sweep
-from .vectors import SteeringVector, extract_vector
+from .vectors import SteeringVector
 
 
 def layer_windows(n_layers: int, width: int, stride: int | None = None) -> list[tuple[int, int]]:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import torch
 
 from . import hooks
-from .models import decoder_layers, resolve_layers
-from .vectors import SteeringVector
+from .models import LoadedModel, decoder_layers, resolve_layers
+
+if TYPE_CHECKING:
+    from .vectors import SteeringVector
 
 
 def _as_coefficients(coefficients: float | Sequence[float] | torch.Tensor) -> torch.Tensor:
@@ -54,7 +57,7 @@ def _cached_term(direction: torch.Tensor, coeff: torch.Tensor):
 
 @contextmanager
 def steer(
-    model: torch.nn.Module,
+    model: LoadedModel | torch.nn.Module,
     vector: SteeringVector | None,
     layers: Sequence[int] | str | None = None,
     coefficients: float | Sequence[float] | torch.Tensor = 1.0,
@@ -63,8 +66,11 @@ def steer(
 
     ``layers`` defaults to ``vector.layers``. A scalar 0 (or ``vector=None``) registers no hook, so
     the forward pass is exactly the unsteered one. The model is held exclusively for the duration,
-    so concurrent requests on the same model cannot see each other's steering.
+    so concurrent requests on the same model cannot see each other's steering. ``model`` is a
+    ``LoadedModel`` or the ``torch.nn.Module`` inside one.
     """
+    if isinstance(model, LoadedModel):
+        model = model.model
     coeff = _as_coefficients(coefficients)
     blocks = decoder_layers(model)
     terms = {}
@@ -80,10 +86,10 @@ def steer(
         yield
 
 
-def active_hook_count(model: torch.nn.Module) -> int:
+def active_hook_count(model: LoadedModel | torch.nn.Module) -> int:
     """Number of steering hooks on the decoder layers (0 outside any ``steer`` context).
 
     transformers adds permanent output-capturing hooks of its own after the first call with
     ``output_hidden_states``; those are not counted.
     """
-    return hooks.count(decoder_layers(model))
+    return hooks.count(decoder_layers(model.model if isinstance(model, LoadedModel) else model))

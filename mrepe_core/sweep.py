@@ -25,6 +25,7 @@ import torch
 from . import __version__, bounds, datasets, metrics, prompts, runner
 from .config import SweepConfig, SweepConfigError  # noqa: F401  (re-exported: the sweep's public names)
 from .diagnostics import compare_with_fits, run_diagnostics
+from .extract import extract_vector
 from .models import LoadedModel, load_model, resolve_layers
 from .result_cache import (
     default_cache_dir,
@@ -33,7 +34,7 @@ from .result_cache import (
     indexed_entry,
     write_index,
 )
-from .vectors import SteeringVector, extract_vector
+from .vectors import SteeringVector
 
 
 class SweepCancelled(RuntimeError):

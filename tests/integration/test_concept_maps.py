@@ -11,7 +11,8 @@ from multimodal_tiny import one_torch_thread  # noqa: F401  (fixture: one intra-
 
 from mrepe_core import concept_maps as cm
 from mrepe_core import datasets, prompts
-from mrepe_core.vectors import SteeringVector, hidden_states
+from mrepe_core.extract import hidden_states
+from mrepe_core.vectors import SteeringVector
 
 STEER = [1, 2]
 
@@ -78,7 +79,7 @@ def test_steering_effect_follows_the_first_steered_layer():
     assert cm.steering_effect(0, [1, 2], 4) == cm.UNCHANGED
     assert cm.steering_effect(1, [1, 2], 4) == cm.EXACT
     assert cm.steering_effect(2, [1, 2], 4) == cm.MEASURED
-    assert cm.steering_effect(3, [3], 4) == cm.MEASURED  # the last layer is read after the final norm
+    assert cm.steering_effect(3, [3], 4) == cm.EXACT  # the last layer is read before the final norm, as steered
     assert cm.steering_effect(-3, [2, 1], 4) == cm.EXACT
 
 
@@ -137,7 +138,7 @@ def test_later_layers_must_be_measured(tiny_llama, inputs, vector):
     assert unchanged.effect == cm.UNCHANGED and np.array_equal(unchanged.positions[0.0], unchanged.positions[0.5])
 
 
-def test_last_layer_states_match_hidden_states_convention(tiny_llama, inputs, vector):
+def test_last_layer_states_match_the_extraction_convention(tiny_llama, inputs, vector):
     last = tiny_llama.n_layers - 1
     row = int(inputs.rows(["user"])[0])
     measured = cm.steered_states(tiny_llama, [inputs.texts[row]], vector, STEER, [0.0], read_layer=last)

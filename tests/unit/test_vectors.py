@@ -6,15 +6,14 @@ import pytest
 import torch
 
 from mrepe_core.datasets import ContrastPair
-from mrepe_core.vectors import (
-    SteeringVector,
-    VectorFileError,
+from mrepe_core.extract import (
     directions_from_diffs,
     extract_vector,
     hidden_states,
     mean_diff_direction,
     pca_direction,
 )
+from mrepe_core.vectors import SteeringVector, VectorFileError
 
 
 def planted_diffs(n=64, d=32, seed=0, scale=3.0, noise=0.3):

@@ -56,6 +56,7 @@ MAX_LAYERS, MAX_HIDDEN, MAX_METADATA_DEPTH = 1024, 1 << 16, 16
 UNIT_TOLERANCE = 1e-3
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".pkl", ".pickle", ".ckpt")
 _DIRECTION = re.compile(r"direction\.([0-9]{1,6})")  # [0-9], not \d: \d also matches non-ASCII digits
+_LAYER_KEY = re.compile(r"[0-9]{1,4}")
 _SCALE = "rows kept as stored, not renormalised: r_e scales them exactly as the source tool's scale does"
 
 
@@ -68,12 +69,10 @@ class VectorFormat(NamedTuple):
 
 
 FORMATS = (
-    VectorFormat("mrepe", (".safetensors", ".json"), True, (), "MRepE Explorer: every layer and all metadata"),
-    VectorFormat("gguf", (".gguf",), True, ("model_hint", "layers"), "llama.cpp / repeng / EasySteer control vector"),
-    VectorFormat("svec", (".svec",), True, ("model_hint", "layers"), "IBM activation-steering / AISteer360 JSON"),
-    VectorFormat(
-        "lm_eval", (".pt", ".pth"), False, ("coefficient", "layers", "hookpoint"), "lm-eval `steered` (export only)"
-    ),
+    VectorFormat("mrepe", (".safetensors", ".json"), True, (), "MRepE Explorer (all layers and metadata)"),
+    VectorFormat("gguf", (".gguf",), True, ("model_hint", "layers"), "llama.cpp --control-vector, repeng, EasySteer"),
+    VectorFormat("svec", (".svec",), True, ("model_hint", "layers"), "IBM activation-steering, AISteer360"),
+    VectorFormat("lm_eval", (".pt", ".pth"), False, ("coefficient", "layers", "hookpoint"), "lm-eval, export only"),
 )
 
 
@@ -108,7 +107,10 @@ def _checked_size(path: Path, limit: int) -> int:
 
 
 def _layers_to_write(vector: SteeringVector, layers) -> list[int]:
-    chosen = sorted({int(k) for k in (vector.layers if layers is None else layers)})
+    try:
+        chosen = sorted({int(k) for k in (vector.layers if layers is None else layers)})
+    except (TypeError, ValueError):
+        chosen = []
     if not chosen or not 0 <= chosen[0] <= chosen[-1] < vector.n_layers:
         raise VectorFileError(f"Choose layers to write among the vector's blocks 0-{vector.n_layers - 1}.")
     return chosen
@@ -248,10 +250,8 @@ def _gguf_read_raw(path: Path) -> tuple[dict, list]:
             (t.name, t.tensor_type.name, [int(d) for d in t.shape], np.array(t.data, dtype=np.float32).reshape(-1))
             for t in reader.tensors
         ]
-    except Exception as exc:  # whatever a damaged file makes the third-party parser raise
-        raise VectorFileError(
-            f"{path.name} is truncated or damaged ({type(exc).__name__}); download it again."
-        ) from exc
+    except Exception as exc:  # whatever a damaged file makes the third-party parser raise (kept as __cause__)
+        raise VectorFileError(f"{path.name} is truncated or damaged; download it again.") from exc
     return values, tensors
 
 
@@ -312,7 +312,7 @@ def write_gguf(vector: SteeringVector, path: str | Path, model_hint: str = "", l
         if not chosen:
             raise VectorFileError("Only block 0 is selected, and llama.cpp cannot steer block 0; choose later blocks.")
         warnings.warn("Block 0 left out of the GGUF file: llama.cpp cannot steer block 0.", UserWarning, stacklevel=2)
-    stored = json.dumps(vector.metadata)  # extra keys: llama.cpp and repeng ignore them, read_gguf restores them
+    stored = json.dumps(vector.metadata, default=str)  # llama.cpp and repeng ignore it, read_gguf restores it
     with _written_atomically(path) as tmp:
         writer = gguf.GGUFWriter(tmp, "controlvector")
         writer.add_string("controlvector.model_hint", _model_hint(vector, model_hint))
@@ -362,7 +362,7 @@ def read_svec(path: str | Path, n_layers: int | None = None) -> SteeringVector:
         raise VectorFileError(f"{name} is not an .svec: it needs 'directions' mapping layer numbers to lists.")
     rows = {}
     for key, value in dirs.items():
-        if not re.fullmatch(r"[0-9]{1,4}", key) or int(key) >= MAX_LAYERS:
+        if not _LAYER_KEY.fullmatch(key) or int(key) >= MAX_LAYERS:
             raise VectorFileError(f"{name}: direction keys must be block numbers ('0', '1', ...), not {_short(key)}.")
         rows[int(key)] = _svec_row(value, key, name)
     variances = data.get("explained_variances", {})
@@ -371,7 +371,9 @@ def read_svec(path: str | Path, n_layers: int | None = None) -> SteeringVector:
     ours = data["mrepe"] if isinstance(data.get("mrepe"), dict) else {}  # written by write_svec
     meta = _stored_metadata(ours.get("metadata"), name)
     meta.update(source_format="svec", source_file=name, model_hint=str(data.get("model_type", ""))[:200])
-    meta["explained_variances"] = {k: float(v) for k, v in variances.items() if k.isdigit() and int(k) in rows}
+    meta["explained_variances"] = {
+        k: float(v) for k, v in variances.items() if _LAYER_KEY.fullmatch(k) and int(k) in rows
+    }
     meta["layer_convention"] = "key L read at block L's output; IBM activation-steering adds it at block L's input"
     n, layers = ours.get("n_layers"), ours.get("layers")
     ok_layers = layers is None or isinstance(layers, list) and all(type(k) is int for k in layers)
@@ -406,7 +408,7 @@ def write_svec(vector: SteeringVector, path: str | Path, model_hint: str = "", l
         "mrepe": {"n_layers": vector.n_layers, "layers": vector.layers, "metadata": vector.metadata},
     }
     with _written_atomically(path) as tmp:
-        tmp.write_text(json.dumps(data), encoding="utf-8")
+        tmp.write_text(json.dumps(data, default=str), encoding="utf-8")  # default: metadata should be JSON already
     return path
 
 
@@ -424,14 +426,18 @@ def write_lm_eval(
     hookpoint: with those, export one layer per file or upgrade.
     """
     path = Path(path)
-    if path.suffix not in (".pt", ".pth"):
+    if path.suffix not in (".pt", ".pth"):  # lm-eval's own test
         raise VectorFileError("lm-eval reads steer_path only when it ends in .pt or .pth; name the file <name>.pt.")
-    if not math.isfinite(float(coefficient)) or "{k}" not in hookpoint:
-        raise VectorFileError("coefficient must be a finite number and hookpoint must contain {k}.")
+    try:
+        coefficient = float(coefficient)
+    except (TypeError, ValueError):
+        coefficient = math.nan
+    if not math.isfinite(coefficient) or not isinstance(hookpoint, str) or "{k}" not in hookpoint:
+        raise VectorFileError("coefficient must be a finite number and hookpoint a name containing {k}.")
     config = {
         hookpoint.replace("{k}", str(k)): {
             "steering_vector": vector.directions[k].clone(),  # a clone: saving a row view would store every row
-            "steering_coefficient": float(coefficient),
+            "steering_coefficient": coefficient,
             "action": "add",
             "bias": None,
         }

@@ -337,6 +337,12 @@ def test_lm_eval_file_is_what_hf_steered_reads(tmp_path):
     assert list(gpt2) == ["h.2"]
     with pytest.raises(VectorFileError, match=r"\.pt or \.pth"):
         write_lm_eval(vec, tmp_path / "steer.bin")
+    for bad in ({"coefficient": float("nan")}, {"coefficient": "x"}, {"hookpoint": "layers"}):
+        with pytest.raises(VectorFileError, match="finite number.*hookpoint"):
+            write_lm_eval(vec, tmp_path / "bad.pt", **bad)
+    assert not (tmp_path / "bad.pt").exists()
+    numpy_coefficient = torch.load(write_lm_eval(vec, tmp_path / "n.pt", coefficient=np.float32(2)), weights_only=True)
+    assert type(numpy_coefficient["layers.1"]["steering_coefficient"]) is float
 
 
 @pytest.mark.parametrize("name", ["steer.pt", "steer.pth", "model.bin", "noext"])

@@ -426,7 +426,7 @@ def write_lm_eval(
     hookpoint: with those, export one layer per file or upgrade.
     """
     path = Path(path)
-    if path.suffix not in (".pt", ".pth"):  # lm-eval's own test
+    if path.suffix not in (".pt", ".pth"):  # hf_steered picks the loader by these endings
         raise VectorFileError("lm-eval reads steer_path only when it ends in .pt or .pth; name the file <name>.pt.")
     try:
         coefficient = float(coefficient)

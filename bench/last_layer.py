@@ -24,9 +24,10 @@ import torch  # noqa: E402
 
 from mrepe_core import runner  # noqa: E402
 from mrepe_core.extract import extract_vector  # noqa: E402
+from mrepe_core.measure import FirstTokenBehavior, Helpfulness  # noqa: E402
 from mrepe_core.models import resolve_layers  # noqa: E402
 from mrepe_core.presets import load_preset  # noqa: E402
-from mrepe_core.sweep import _behavior_scorer, _helpfulness_scorer, prepare  # noqa: E402
+from mrepe_core.sweep import prepare  # noqa: E402
 
 
 def main() -> int:
@@ -44,8 +45,10 @@ def main() -> int:
     grid = config.r_grid()
     picked = [grid[k] for k in np.linspace(0, len(grid) - 1, args.coefficients).round().astype(int)]
     scorers = {
-        "behaviour": _behavior_scorer(loaded, behavior, vector, layers, config),
-        "helpfulness": _helpfulness_scorer(loaded, questions, vector, layers, config),
+        "behaviour": FirstTokenBehavior(loaded, behavior, vector, layers, config.batch_size).scorer,
+        "helpfulness": Helpfulness(
+            loaded, questions, vector, layers, config.helpfulness_format, config.batch_size
+        ).scorer,
     }
     for s in scorers.values():
         s.run([(u, 0.0) for u in range(len(s.units))])  # pre-steering states cached, as in a sweep

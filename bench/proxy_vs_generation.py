@@ -16,7 +16,8 @@ import time
 
 import numpy as np
 
-from mrepe_core.sweep import SweepConfig, run_sweep
+from mrepe_core.config import SweepConfig
+from mrepe_core.sweep import run_sweep
 
 
 def main() -> None:

@@ -29,9 +29,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from mrepe_core import datasets, metrics, prompts  # noqa: E402
+from mrepe_core.config import SweepConfig  # noqa: E402
 from mrepe_core.models import load_model, resolve_layers  # noqa: E402
 from mrepe_core.steering import steer  # noqa: E402
-from mrepe_core.sweep import SweepConfig, run_sweep  # noqa: E402
+from mrepe_core.sweep import run_sweep  # noqa: E402
 
 TOLERANCE = 1e-3
 

@@ -1,4 +1,6 @@
-"""Theorem 1 / Theorem 2 bounds of Wolf et al. (steering trade-offs), their fits, and the efficient regime.
+"""Theorem 1 / Theorem 2 bounds of Wolf et al. (steering trade-offs) and their fits.
+
+The efficient regime and the recommendation built on these fits live in ``tradeoff.py``.
 
 Pure numpy/scipy. Formulas (r = r_e, the steering coefficient):
 
@@ -24,7 +26,7 @@ P0 and λσβ for that α. λσβ does depend on the α chosen; the curve does n
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -120,6 +122,7 @@ class AlignmentFit:
     r2: float
     n_points: int
     notes: tuple[str, ...] = ()
+    at_bound: tuple[str, ...] = ()  # parameters the optimiser left at a bound (then only a bound is measured)
 
     def predict(self, r_e) -> np.ndarray:
         return alignment_bound(r_e, self.delta_lambda, self.b0)
@@ -131,6 +134,7 @@ class AlignmentFit:
             "r2": _json_float(self.r2),
             "n_points": int(self.n_points),
             "notes": list(self.notes),
+            "at_bound": list(self.at_bound),
         }
 
 
@@ -145,6 +149,7 @@ class HelpfulnessFit:
     r2: float
     n_points: int
     notes: tuple[str, ...] = ()
+    at_bound: tuple[str, ...] = ()
 
     def predict(self, r_e) -> np.ndarray:
         h0, kappa = _theorem2_h0_kappa(self.p0, self.alpha, self.lambda_sigma_beta)
@@ -159,6 +164,7 @@ class HelpfulnessFit:
             "r2": _json_float(self.r2),
             "n_points": int(self.n_points),
             "notes": list(self.notes),
+            "at_bound": list(self.at_bound),
         }
 
 
@@ -281,6 +287,7 @@ def fit_alignment_bound(r_e, b, weights=None) -> AlignmentFit:
             f"({spacing:.3g}), so Δλ is only a lower bound; refine the grid near the switch "
             "to resolve the slope."
         )
+    at_bound = [name for name, hit in (("Δλ", abs(dl) >= 0.99 * dl_max), ("B0", abs(z0) >= 0.99 * z_max)) if hit]
     if abs(z0) >= 0.99 * z_max:
         notes.append("B0 reached ±1: the unsteered behaviour is saturated, so artanh(B0) is poorly determined.")
     if not math.isfinite(r2) or r2 < POOR_FIT_R2:
@@ -288,7 +295,7 @@ def fit_alignment_bound(r_e, b, weights=None) -> AlignmentFit:
             f"poor fit: R² = {r2:.3f} < {POOR_FIT_R2}; the tanh form of Theorem 1 does not describe these points well."
         )
     notes.extend(_monotonicity_notes(r, v, np.sign(dl) or np.sign(v[-1] - v[0])))
-    return AlignmentFit(float(dl), fit_b0, float(r2), n, tuple(notes))
+    return AlignmentFit(float(dl), fit_b0, float(r2), n, tuple(notes), tuple(at_bound))
 
 
 def _monotonicity_notes(r: np.ndarray, v: np.ndarray, trend: float) -> list[str]:
@@ -339,6 +346,7 @@ def fit_helpfulness_bound(r_e, p, n_choices: int | None = 4, weights=None, alpha
         )
         h0, kappa = float(np.clip(v[0], h_lo, h_hi)), 0.0
         r2 = float("nan")
+        at_bound = ["λσβ"]
     else:
         q_max = 30.0 / _median_spacing(r)  # q = sqrt(κ); beyond this the curve collapses between grid points
         sqrt_w = np.sqrt(w)
@@ -352,6 +360,16 @@ def fit_helpfulness_bound(r_e, p, n_choices: int | None = 4, weights=None, alpha
         h0, q = _least_squares(residuals, starts, [h_lo, 0.0], [h_hi, q_max])
         kappa = float(q * q)
         r2 = r_squared(v, _lorentzian_with_floor(r, h0, kappa, f))
+        # q at 0 means no measurable decay (λσβ = 0, e.g. 1e-12 printed as a number); at q_max the
+        # collapse happens between grid points: either way λσβ is a bound, not a measurement.
+        at_bound = [
+            name
+            for name, hit in (
+                ("λσβ", q <= 1e-6 * q_max or q >= 0.99 * q_max),
+                ("P0", h0 <= 1.01 * h_lo or h0 >= h_hi - 1e-9),
+            )
+            if hit
+        ]
         if q >= 0.99 * q_max:
             notes.append(
                 "curvature reached the fit limit: helpfulness collapses between neighbouring r_e values; "
@@ -372,7 +390,7 @@ def fit_helpfulness_bound(r_e, p, n_choices: int | None = 4, weights=None, alpha
     p0 = alpha * h0 / (1.0 - h0 + alpha * h0)
     p0 = float(min(p0, h_hi))
     lsb = math.sqrt(2.0 * kappa * (p0 + alpha * (1.0 - p0)) / (alpha * (1.0 - p0)))
-    return HelpfulnessFit(float(p0), alpha, float(lsb), floor, float(r2), n, tuple(notes))
+    return HelpfulnessFit(float(p0), alpha, float(lsb), floor, float(r2), n, tuple(notes), tuple(at_bound))
 
 
 def _half_width_guess(r: np.ndarray, v: np.ndarray, floor: float) -> float:
@@ -409,161 +427,3 @@ def _peak_notes(r: np.ndarray, v: np.ndarray) -> list[str]:
                 f"(empirical peak at r_e = {r[i_peak]:.3g})."
             )
     return notes
-
-
-# ---------------------------------------------------------------------------------------------
-# Efficient regime
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class EfficientRegime:
-    """Where steering buys at least ``threshold`` units of B per unit of P(correct) lost (fitted curves).
-
-    ``[r_min, r_max]`` contains 0 and lies on the side where B increases (``direction`` = ±1, 0 if B
-    is flat). ``ratio_grid``/``r_grid`` hold gain(r) on that side for plotting; ``gain`` names its kind.
-    """
-
-    r_min: float
-    r_max: float
-    best_r_e: float
-    threshold: float
-    weight_alignment: float
-    weight_helpfulness: float
-    ratio_grid: list = field(default_factory=list)
-    r_grid: list = field(default_factory=list)
-    direction: int = 0
-    gain: str = "average"
-    notes: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("r_min", "r_max", "best_r_e", "threshold", "weight_alignment", "weight_helpfulness"):
-            d[k] = _json_float(d[k])
-        d["ratio_grid"] = [_json_float(x) for x in self.ratio_grid]
-        d["r_grid"] = [_json_float(x) for x in self.r_grid]
-        d["direction"] = int(self.direction)
-        d["notes"] = list(self.notes)
-        return d
-
-
-def _check_finite(name: str, x, minimum: float | None = None) -> float:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        raise BoundFitError(f"{name} must be a number, got {x!r}.") from None
-    if not math.isfinite(x) or (minimum is not None and x < minimum):
-        raise BoundFitError(f"{name} must be finite{'' if minimum is None else f' and >= {minimum:g}'}, got {x}.")
-    return x
-
-
-def efficient_regime(
-    align_fit: AlignmentFit,
-    help_fit: HelpfulnessFit,
-    r_range,
-    threshold: float = 1.0,
-    weight_alignment: float = 1.0,
-    weight_helpfulness: float = 1.0,
-    n_grid: int = 401,
-    gain: str = "average",
-) -> EfficientRegime:
-    """Efficient steering regime and a recommended coefficient, from the fitted bounds.
-
-    gain(r) = (B(r) - B(0)) / max(H(0) - H(r), 1e-12) on the side where B increases; the regime is the
-    contiguous interval from 0 outwards where gain >= threshold (a larger threshold can only shrink it).
-    Far out this average gain tends to (1 - B0)/(H(0) - 1/N), usually > 1, so a threshold of 1 often
-    covers the whole range. ``gain="marginal"`` instead uses the local rate (dB/dr)/(-dH/dr) — "the next
-    bit of steering buys at least ``threshold`` of B per unit of P(correct)" — which falls to 0 as B
-    saturates, giving a finite regime for threshold 1 (the paper's "alignment initially improves faster
-    than helpfulness decreases").
-
-    ``best_r_e`` maximises  w_a·(B(r) + 1)/2 + w_h·(H(r) - 1/N)/(H(0) - 1/N)  over ``r_range``. Both terms
-    are put on [0, 1] because raw B spans 2 units while P(correct) only has H(0) - 1/N to lose (about 0.3
-    for a 4-choice task), so an unnormalised sum would always favour alignment. The terms read "fraction
-    of the way to full alignment" and "fraction of the above-chance helpfulness kept" (1/N → 0 when the
-    fit has no floor).
-    """
-    if not isinstance(align_fit, AlignmentFit) or not isinstance(help_fit, HelpfulnessFit):
-        raise BoundFitError("efficient_regime needs an AlignmentFit and a HelpfulnessFit (from fit_*_bound).")
-    try:
-        lo, hi = (float(x) for x in r_range)
-    except (TypeError, ValueError):
-        raise BoundFitError(f"r_range must be a pair (r_min, r_max), got {r_range!r}.") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise BoundFitError(f"r_range must be finite with r_min < r_max, got {r_range!r}.")
-    if not (lo <= 0.0 <= hi):
-        raise BoundFitError(f"r_range {r_range!r} must contain 0: the regime is measured against the unsteered model.")
-    threshold = _check_finite("threshold", threshold, 0.0)
-    w_a = _check_finite("weight_alignment", weight_alignment, 0.0)
-    w_h = _check_finite("weight_helpfulness", weight_helpfulness, 0.0)
-    if w_a + w_h <= 0:
-        raise BoundFitError("weight_alignment and weight_helpfulness cannot both be 0.")
-    if isinstance(n_grid, bool) or not isinstance(n_grid, (int, np.integer)) or not (3 <= n_grid <= 100_001):
-        raise BoundFitError(f"n_grid must be an integer in [3, 100001], got {n_grid!r}.")
-    if gain not in ("average", "marginal"):
-        raise BoundFitError(f"gain must be 'average' or 'marginal', got {gain!r}.")
-
-    notes: list[str] = []
-    grid = np.union1d(np.linspace(lo, hi, int(n_grid)), [0.0])
-    b, h = align_fit.predict(grid), help_fit.predict(grid)
-    b0, h0 = float(align_fit.predict(0.0)), float(help_fit.predict(0.0))
-    floor = 0.0 if help_fit.floor is None else float(help_fit.floor)
-
-    # Recommended coefficient: normalised objective (see docstring).
-    h_span = h0 - floor
-    if h_span > 1e-9:
-        h_term = (h - floor) / h_span
-    else:
-        h_term = np.zeros_like(h)
-        notes.append("fitted helpfulness at r_e = 0 is at chance: nothing to lose, best_r_e maximises B alone.")
-    objective = w_a * (b + 1.0) / 2.0 + w_h * h_term
-    best = float(grid[int(np.argmax(objective))])
-
-    direction = int(np.sign(align_fit.delta_lambda))
-    side_r: np.ndarray = np.array([])
-    ratio: np.ndarray = np.array([])
-    end = 0.0
-    if direction == 0:
-        notes.append("Δλ = 0: the fitted B does not change with r_e, so there is no efficient regime.")
-    else:
-        side = direction * grid > 0
-        side_r = grid[side]
-        if side_r.size == 0:
-            notes.append(
-                f"B increases towards {'positive' if direction > 0 else 'negative'} r_e, which r_range excludes."
-            )
-        else:
-            order = np.argsort(np.abs(side_r))
-            side_r = side_r[order]
-            if gain == "average":
-                ratio = (b[side][order] - b0) / np.maximum(h0 - h[side][order], _EPS)
-            else:
-                db, dh = np.gradient(b, grid), np.gradient(h, grid)
-                ratio = (direction * db[side][order]) / np.maximum(-direction * dh[side][order], _EPS)
-            failing = np.flatnonzero(ratio < threshold)
-            k = int(failing[0]) if failing.size else side_r.size
-            end = float(side_r[k - 1]) if k > 0 else 0.0
-            if k == 0:
-                notes.append(
-                    f"{gain} gain falls below the threshold {threshold:g} at the first grid step: no efficient regime."
-                )
-            elif k == side_r.size:
-                notes.append(
-                    f"{gain} gain stays above the threshold up to the end of r_range; the regime may extend further."
-                )
-            back = np.argsort(side_r)
-            side_r, ratio = side_r[back], ratio[back]
-    r_min, r_max = (0.0, end) if direction >= 0 else (end, 0.0)
-    return EfficientRegime(
-        r_min=r_min,
-        r_max=r_max,
-        best_r_e=best,
-        threshold=threshold,
-        weight_alignment=w_a,
-        weight_helpfulness=w_h,
-        ratio_grid=[float(x) for x in ratio],
-        r_grid=[float(x) for x in side_r],
-        direction=direction,
-        gain=gain,
-        notes=tuple(notes),
-    )

@@ -1,7 +1,7 @@
 """``SweepConfig``: everything that determines a sweep's numbers, read from YAML presets.
 
 Imports neither torch nor transformers, so the CLI can validate a preset and look its result up in
-the cache (``result_cache``) before paying for them.
+the cache (``cache``) before paying for them.
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ import yaml
 from . import datasets
 from .model_specs import DEFAULT_MODEL
 
-BEHAVIOR_MODES = ("logit", "generate")
+# generate: decode every (prompt, r_e) row and score the answers (B as the model behaves);
+# proxy: the sequence proxy over the model's own openings; first_token: the next-token proxy.
+BEHAVIOR_MODES = ("generate", "proxy", "first_token")
+_MODE_ALIASES = {"logit": "first_token"}  # the name presets used before the sequence proxy
 HELPFULNESS_FORMATS = ("cloze", "letter")
 MAX_GRID = 201
 MAX_ITEMS = 2000
@@ -53,6 +56,7 @@ class SweepConfig:
     name: str = ""
 
     def __post_init__(self) -> None:
+        self.behavior_mode = _MODE_ALIASES.get(self.behavior_mode, self.behavior_mode)
         self.validate()
 
     def validate(self) -> None:

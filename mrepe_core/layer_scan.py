@@ -12,9 +12,10 @@ from collections.abc import Callable
 
 import pandas as pd
 
+from .config import SweepConfig
 from .extract import extract_vector
 from .models import LoadedModel
-from .sweep import SweepConfig, prepare, run_sweep
+from .sweep import prepare, run_sweep
 from .vectors import SteeringVector
 
 

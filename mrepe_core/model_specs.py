@@ -2,7 +2,7 @@
 
 ``resolve_spec`` turns the user's text (the embedded default, a hub id, a folder, a .gguf file)
 into where the weights are; ``models.load_model`` loads them. Kept apart so that the CLI can find a
-cached sweep result (``result_cache``) in a fraction of a second, before any heavy import.
+cached sweep result (``cache``) in a fraction of a second, before any heavy import.
 """
 
 from __future__ import annotations

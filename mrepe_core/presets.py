@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from .sweep import SweepConfig, SweepConfigError, SweepResult
+from .config import SweepConfig, SweepConfigError
+from .result import SweepResult
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 MAX_PRESET_BYTES = 256 * 1024

@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 
 from mrepe_core import concept_maps as cm
 from mrepe_core import projection
+from mrepe_core.config import SweepConfig
 from mrepe_core.diagnostics import compare_with_fits, run_diagnostics
 from mrepe_core.layer_scan import layer_windows, scan_layers
 from mrepe_core.models import load_model, resolve_layers
@@ -43,7 +44,8 @@ from mrepe_core.plots import (
 )
 from mrepe_core.plots.diagnostics import FINAL_SHIFT_HEIGHT
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
-from mrepe_core.sweep import SweepConfig, SweepResult, diagnostic_grid, prepare
+from mrepe_core.result import SweepResult
+from mrepe_core.sweep import diagnostic_grid, prepare
 
 from .common import MODEL_QUEUE, chart_value, fmt, gpu, message_figure, plotly_chart, upload_path, user_errors
 

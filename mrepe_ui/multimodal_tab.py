@@ -181,8 +181,8 @@ def _figures(session: MultimodalSession | None, alpha: float):
     an = session.analysis
     fits = an.fits
     marker = float(alpha)
-    beh = behavior_figure(an.agg, fits.alignment if fits else None, marker)
-    helpful = helpfulness_figure(an.agg, fits.helpfulness if fits else None, an.eval_set.n_choices, marker)
+    beh = behavior_figure(an.agg, fits.shown_alignment if fits else None, marker)
+    helpful = helpfulness_figure(an.agg, fits.shown_helpfulness if fits else None, an.eval_set.n_choices, marker)
     trade = tradeoff_figure(an.agg, fits.regime if fits else None, marker)
     bars, readout = None, {"concept": an.concept.name, "alpha": marker}
     if session.input is not None:

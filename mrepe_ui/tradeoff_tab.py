@@ -11,7 +11,6 @@ import dataclasses
 import json
 import math
 import os
-import queue
 import shutil
 import threading
 import time
@@ -23,8 +22,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from mrepe_core import datasets, prompts, runner
-from mrepe_core.bounds import AlignmentFit, EfficientRegime, HelpfulnessFit
-from mrepe_core.config import MAX_GRID
+from mrepe_core.bounds import AlignmentFit, HelpfulnessFit
+from mrepe_core.config import MAX_GRID, SweepConfig
 from mrepe_core.models import DEFAULT_MODEL, load_model, resolve_layers
 from mrepe_core.plots import (
     PlotDataError,
@@ -35,7 +34,9 @@ from mrepe_core.plots import (
     tradeoff_figure,
 )
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
-from mrepe_core.sweep import SweepCancelled, SweepConfig, SweepResult, run_sweep
+from mrepe_core.result import SweepResult
+from mrepe_core.sweep import SweepCancelled, iter_sweep
+from mrepe_core.tradeoff import EfficientRegime, Tradeoff
 
 from .common import (
     EXPORT_QUEUE,
@@ -77,39 +78,18 @@ CHART_IDS = ("behavior-plot", "helpfulness-plot", "tradeoff-plot")
 
 @dataclass(frozen=True)
 class Fits:
-    """Bound fits rebuilt from a result's summary (the sweep fitted them; the UI only reads them)."""
+    """What the charts draw from a result's summary (the sweep fitted them; the UI only reads them):
+    fits only where they may be shown as numbers, the regime, and the whole ``Tradeoff`` for words."""
 
     alignment: AlignmentFit | None = None
     helpfulness: HelpfulnessFit | None = None
     regime: EfficientRegime | None = None
-
-
-def _from_dict(cls, data: dict | None, required: tuple[str, ...]):
-    """A frozen bounds dataclass from its ``to_dict()`` form; None when a required number is missing
-    (``to_dict`` writes non-finite values as null)."""
-    if not isinstance(data, dict) or any(data.get(k) is None for k in required):
-        return None
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: (float("nan") if v is None else v) for k, v in data.items() if k in names}
-    if "notes" in kwargs:
-        kwargs["notes"] = tuple(kwargs["notes"] or ())
-    try:
-        return cls(**kwargs)
-    except TypeError:
-        log.warning("summary entry for %s has unexpected fields: %s", cls.__name__, sorted(data))
-        return None
+    tradeoff: Tradeoff | None = None
 
 
 def fits_from_summary(summary: dict | None) -> Fits:
-    summary = summary or {}
-    help_fit = _from_dict(HelpfulnessFit, summary.get("helpfulness_fit"), ("p0", "alpha", "lambda_sigma_beta"))
-    if help_fit is not None and isinstance(help_fit.floor, float) and math.isnan(help_fit.floor):
-        help_fit = dataclasses.replace(help_fit, floor=None)
-    return Fits(
-        alignment=_from_dict(AlignmentFit, summary.get("alignment_fit"), ("delta_lambda", "b0")),
-        helpfulness=help_fit,
-        regime=_from_dict(EfficientRegime, summary.get("efficient_regime"), ("r_min", "r_max", "best_r_e")),
-    )
+    t = Tradeoff.from_dict(summary)
+    return Fits(alignment=t.shown_alignment, helpfulness=t.shown_helpfulness, regime=t.regime, tradeoff=t)
 
 
 @dataclass
@@ -296,13 +276,19 @@ def summary_markdown(result: SweepResult | None, fits: Fits, label: str = "") ->
             f"- **Theorem 2** helpfulness bound: P0 = {fmt(h.p0)}, α = {fmt(h.alpha)} (held fixed), "
             f"λσβ = {fmt(h.lambda_sigma_beta)}, R² = {fmt(h.r2)}"
         )
+    t = fits.tradeoff
+    if a is None and t is not None and t.alignment_problem:
+        lines.append(f"- **Theorem 1**: no fit ({t.alignment_problem})")
+    if h is None and t is not None and t.helpfulness_problem:
+        lines.append(f"- **Theorem 2**: no fit ({t.helpfulness_problem})")
     if g is not None:
+        stop = f"; stops before r_e = {fmt(g.stopped_at)}: {g.stop_reason}" if g.stop_reason else ""
         lines.append(
-            f"- **Efficient regime** r_e ∈ [{fmt(g.r_min)}, {fmt(g.r_max)}] ({g.gain} gain ≥ {fmt(g.threshold)}); "
-            f"recommended r_e = {fmt(g.best_r_e)}"
+            f"- **Efficient regime** r_e ∈ [{fmt(g.r_min)}, {fmt(g.r_max)}] ({g.basis}); "
+            f"recommended r_e = {fmt(g.best_r_e)}{stop}"
         )
-    if result.complete and a is None and h is None:
-        lines.append("- No bound could be fitted (too few points).")
+    elif t is not None and t.no_regime_reason:
+        lines.append(f"- **{t.no_regime_reason[:1].upper()}{t.no_regime_reason[1:]}**")
     notes = list(dict.fromkeys(s.get("notes") or []))
     if notes:
         lines.append("\n**Notes**\n" + "\n".join(f"- {n}" for n in notes))
@@ -589,10 +575,6 @@ def form_values(session: TradeoffSession, current_prompt: str = "") -> tuple:
 
 
 @gpu(duration=600)
-def _compute_sweep(config: SweepConfig, behavior, progress, cancel: threading.Event) -> SweepResult:
-    return run_sweep(config, progress=progress, behavior=behavior, cancel=cancel, partial_every=1)
-
-
 def run_sweep_stream(
     model,
     behavior,
@@ -611,12 +593,8 @@ def run_sweep_stream(
     session,
     progress=gr.Progress(),
 ):
-    """API ``/run_sweep``: stream (plots, slider, readout, summary, status) as the grid fills in.
-
-    The sweep runs in a worker thread; this generator relays its progress. Closing the generator
-    (Cancel button, client cancel, closed tab) sets the cancel switch, and the worker stops at the
-    next batch.
-    """
+    """API ``/run_sweep``: stream (plots, slider, readout, summary, status) as the grid fills in,
+    iterating the engine's ``iter_sweep`` events."""
     session = session if isinstance(session, TradeoffSession) else TradeoffSession()
     config = build_config(
         model,
@@ -646,79 +624,60 @@ def run_sweep_stream(
     if session.cancel is not None:
         session.cancel.set()  # a new sweep replaces this session's previous one
     session.cancel = cancel
-    updates: queue.Queue = queue.Queue()
-
-    def report(done: int, total: int, partial: SweepResult | None) -> None:
-        updates.put(("progress", done, total, partial))
-
-    def work() -> None:
-        try:
-            updates.put(("done", _compute_sweep(config, custom, report, cancel)))
-        except BaseException as exc:  # relayed to the generator, which decides how to show it
-            updates.put(("error", exc))
-
     label = f"Sweep: {config.behavior} on {config.model}"
-    worker = threading.Thread(target=work, name="mrepe-sweep", daemon=True)
     progress(0.0, desc="Loading the model and extracting the steering vector…")
     status = "⏳ Loading the model and extracting the steering vector…"
     yield (session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), status)
-    worker.start()
     last_partial: SweepResult | None = None
     last_draw = 0.0
+    # The engine yields between batches; closing this generator (client gone) closes it too, and
+    # Cancel sets the switch it checks before the next batch.
+    events = iter_sweep(config, behavior=custom, cancel=cancel, partial_every=1)
     try:
-        while True:
-            try:
-                msg = updates.get(timeout=0.25)
-            except queue.Empty:
-                continue
-            kind = msg[0]
-            if kind == "progress":
-                _, done, total, partial = msg
-                progress((done, total), desc="Sweeping r_e (coarse grid first)", unit="rows")
-                if partial is not None:
-                    last_partial = partial
-                    if time.perf_counter() - last_draw >= PARTIAL_REDRAW_S:
-                        last_draw = time.perf_counter()
-                        session.show(partial, label)
-                        b, h, t, readout, summary = view(session)
-                        yield (
-                            session,
-                            b,
-                            h,
-                            t,
-                            slider_update(session),
-                            readout,
-                            summary,
-                            f"⏳ {done}/{total} rows ({100 * done / max(total, 1):.0f}%) — curves fill in "
-                            "coarse grid first, then refine",
-                        )
-            elif kind == "done":
-                session.show(msg[1], label)
+        for event in events:
+            if event.kind == "stage":
+                progress(0.0, desc=event.message)
+            elif event.kind == "progress":
+                progress((event.done, event.total), desc="Sweeping r_e (coarse grid first)", unit="rows")
+                if event.result is not None:
+                    last_partial = event.result
+                if last_partial is not None and time.perf_counter() - last_draw >= PARTIAL_REDRAW_S:
+                    last_draw = time.perf_counter()
+                    session.show(last_partial, label)
+                    b, h, t, readout, summary = view(session)
+                    share = 100 * event.done / max(event.total, 1)
+                    yield (
+                        session,
+                        b,
+                        h,
+                        t,
+                        slider_update(session),
+                        readout,
+                        summary,
+                        f"⏳ {event.done}/{event.total} rows ({share:.0f}%) — curves fill in coarse grid first, "
+                        "then refine",
+                    )
+            elif event.kind == "done":
+                session.show(event.result, label)
                 b, h, t, readout, summary = view(session)
-                took = msg[1].summary.get("timings") or {}
+                took = event.result.summary.get("timings") or {}
                 status = (
-                    f"✓ Done{' (from cache)' if msg[1].from_cache else ''} in "
+                    f"✓ Done{' (from cache)' if event.result.from_cache else ''} in "
                     f"{fmt(took.get('total_s', took.get('served_from_cache_s')))} s."
                 )
                 yield (session, b, h, t, slider_update(session), readout, summary, status)
                 return
-            else:
-                exc = msg[1]
-                if isinstance(exc, SweepCancelled):
-                    gr.Warning("Sweep cancelled; the partial curves stay on screen.")
-                    if last_partial is not None:
-                        session.show(last_partial, label + " (cancelled)")
-                    b, h, t, readout, summary = view(session)
-                    yield (session, b, h, t, slider_update(session), readout, summary, "✗ Cancelled.")
-                    return
-                if isinstance(exc, ValueError):
-                    raise gr.Error(f"Sweep: {error_message(exc)}", duration=20) from exc
-                log.error("sweep failed", exc_info=exc)
-                raise gr.Error(
-                    f"Sweep failed unexpectedly ({type(exc).__name__}: {exc}). See the server log.", duration=20
-                ) from exc
+    except SweepCancelled:
+        gr.Warning("Sweep cancelled; the partial curves stay on screen and a rerun continues from them.")
+        if last_partial is not None:
+            session.show(last_partial, label + " (cancelled)")
+        b, h, t, readout, summary = view(session)
+        yield (session, b, h, t, slider_update(session), readout, summary, "✗ Cancelled.")
+    except ValueError as exc:
+        raise gr.Error(f"Sweep: {error_message(exc)}", duration=20) from exc
     finally:
-        cancel.set()  # no-op after a finished sweep; stops the worker when the stream is abandoned
+        cancel.set()  # no-op after a finished sweep
+        events.close()
 
 
 def cancel_sweep(session: TradeoffSession | None) -> str:

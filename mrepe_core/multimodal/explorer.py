@@ -16,15 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..tradeoff import Tradeoff, fit_tradeoff
 from .concepts import ConceptSpec, EmbeddingBank, fit_threshold, label_texts, similarity, zero_shot_prompt
 from .interventions import (
     ConceptEvalSet,
     InterventionError,
-    TradeoffFits,
     alpha_sweep,
     build_eval_set,
     direct_intervention,
-    fit_tradeoff,
     intervene_embeddings,
     zero_shot_probs,
 )
@@ -37,7 +36,7 @@ class ConceptAnalysis:
     concept: ConceptSpec
     eval_set: ConceptEvalSet
     agg: pd.DataFrame
-    fits: TradeoffFits | None
+    fits: Tradeoff | None
     fit_error: str
     tau: float
     tau_balanced_accuracy: float
@@ -61,7 +60,7 @@ class ConceptAnalysis:
             f"{es.pos.shape[0] + es.neg.shape[0]} examples, each shifted along its leave-one-out direction. "
             + self.concept.notes,
         ]
-        if self.fits is None:
+        if self.fits is None or self.fit_error:
             lines.append(f"Bound fits unavailable: {self.fit_error}")
         if self.concept.source == "built-in":
             items = self.concept.positives + self.concept.negatives + self.concept.off_target
@@ -90,9 +89,11 @@ def analyse_concept(
     fits, fit_error = None, ""
     if eval_set.off_target.shape[0]:
         try:
-            fits = fit_tradeoff(agg, eval_set.n_choices)
+            fits = fit_tradeoff(agg, n_choices=eval_set.n_choices)
         except ValueError as exc:  # a flat or degenerate curve: show the data, say why there is no fit
             fit_error = str(exc)
+        else:
+            fit_error = "; ".join(p for p in (fits.alignment_problem, fits.helpfulness_problem) if p)
     else:
         fit_error = "no off-target items."
     proto = torch.nn.functional.normalize(eval_set.pos.mean(0), dim=0)

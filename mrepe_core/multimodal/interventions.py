@@ -178,31 +178,6 @@ def alpha_sweep(eval_set: ConceptEvalSet, alphas: Sequence[float], leave_one_out
     return pd.DataFrame(rows, columns=["r_e", "task", "metric", "subject", "value", "stderr", "n"])
 
 
-@dataclass
-class TradeoffFits:
-    alignment: object
-    helpfulness: object
-    regime: object
-    n_choices: int
-
-
-def fit_tradeoff(agg: pd.DataFrame, n_choices: int, threshold: float = 1.0) -> TradeoffFits:
-    """Fit the steering paper's bounds to an alpha sweep (alpha as r_e, concept score as B)."""
-    from ..bounds import efficient_regime, fit_alignment_bound, fit_helpfulness_bound
-
-    beh = agg[(agg.task == "behavior") & (agg.metric == "behavior_expectation")].sort_values("r_e")
-    helpful = agg[(agg.task == "helpfulness") & (agg.metric == "helpfulness") & (agg.subject == "mean")].sort_values(
-        "r_e"
-    )
-    if len(beh) < 3 or len(helpful) < 3:
-        raise InterventionError("Fitting the bounds needs at least three alpha values.")
-    align = fit_alignment_bound(beh.r_e.to_numpy(), beh.value.to_numpy())
-    help_fit = fit_helpfulness_bound(helpful.r_e.to_numpy(), helpful.value.to_numpy(), n_choices)
-    r_range = (float(agg.r_e.min()), float(agg.r_e.max()))
-    regime = efficient_regime(align, help_fit, r_range, threshold=threshold)
-    return TradeoffFits(alignment=align, helpfulness=help_fit, regime=regime, n_choices=n_choices)
-
-
 def intervene_embeddings(
     encoder,
     modality: str,

@@ -1,6 +1,6 @@
 """Alignment / helpfulness trade-off figures (paper figs. 4, 5 and 1), pure functions of sweep aggregates.
 
-Input ``agg`` is the tidy aggregate table of ``sweep.aggregate``: columns
+Input ``agg`` is the tidy aggregate table of ``result.aggregate``: columns
 ``r_e, task, metric, subject, value, stderr, n``. Every figure puts its current-r_e marker in the
 LAST trace(s). Given ``marker_grid`` (the slider's positions), a figure also carries the marker
 traces for every position in ``layout.meta["marker_frames"]``, so a browser can move the marker
@@ -18,7 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from ..bounds import AlignmentFit, EfficientRegime, HelpfulnessFit
+from ..bounds import AlignmentFit, HelpfulnessFit
+from ..tradeoff import EfficientRegime
 
 REQUIRED_COLUMNS = ("r_e", "task", "metric", "subject", "value", "stderr")
 MAX_SUBJECT_LEGEND_ENTRIES = 6
@@ -125,7 +126,7 @@ def _curves(agg: pd.DataFrame, task: str, metric: str) -> dict[str, Curve]:
 
 
 def _mean_curve(curves: dict[str, Curve]) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-    """The "mean" rows of sweep.aggregate, or the equal-weight mean over subjects when they are absent."""
+    """The "mean" rows of result.aggregate, or the equal-weight mean over subjects when they are absent."""
     if "mean" in curves:
         return (*curves["mean"], "mean")
     r_all = np.unique(np.concatenate([c[0] for c in curves.values()]))

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
+from mrepe_core.config import SweepConfig
 from mrepe_core.models import embedded_gguf_path, load_model
-from mrepe_core.sweep import SweepConfig, run_sweep
+from mrepe_core.sweep import run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 from multimodal_tiny import one_torch_thread  # noqa: F401  (fixture: one intra-op thread per module)
 
-from mrepe_core.sweep import SweepConfig, run_sweep
+from mrepe_core.config import SweepConfig
+from mrepe_core.sweep import run_sweep
 from mrepe_ui import maps_tab as tab
 
 PRESET = "tiny-maps"

@@ -8,18 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from mrepe_core import __main__ as cli
+from mrepe_core import cli
+from mrepe_core.config import SweepConfig, SweepConfigError
 from mrepe_core.presets import list_presets, load_preset
-from mrepe_core.sweep import (
-    SweepCancelled,
-    SweepConfig,
-    SweepConfigError,
-    SweepResult,
-    aggregate,
-    coarse_first,
-    plan_batches,
-    run_sweep,
-)
+from mrepe_core.result import SweepResult, aggregate
+from mrepe_core.sweep import SweepCancelled, coarse_first, plan_batches, run_sweep
 
 
 def tiny_config(model_dir, **kw):
@@ -46,11 +39,12 @@ def test_repeat_is_served_without_loading_the_model(tiny_model_dir, tmp_path, mo
     touched model file changes that identity, and the full (loaded) lookup takes over."""
     import os
 
+    from mrepe_core import cache
     from mrepe_core import sweep as sweep_mod
 
     config = tiny_config(tiny_model_dir, r_steps=3, n_diagnostics=0)
     first = run_sweep(config, cache_dir=tmp_path)
-    assert not first.from_cache and sweep_mod.file_cache_key(config) is not None
+    assert not first.from_cache and cache.file_cache_key(config) is not None
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded for a cached sweep")
@@ -76,7 +70,7 @@ def test_cli_repeat_is_a_copy_without_torch(tiny_model_dir, tmp_path):
     args = ["sweep", "--preset", str(preset), "--quiet", "--cache-dir", str(tmp_path / "cache")]
     assert cli.main([*args, "--out", str(tmp_path / "first")]) == 0
     script = (
-        "import sys; from mrepe_core.__main__ import main; rc = main(sys.argv[1:]); "
+        "import sys; from mrepe_core.cli import main; rc = main(sys.argv[1:]); "
         "print('torch imported:', 'torch' in sys.modules); sys.exit(rc)"
     )
     run = subprocess.run(
@@ -98,7 +92,7 @@ def test_cli_repeat_is_a_copy_without_torch(tiny_model_dir, tmp_path):
 
 
 def test_hub_ids_have_no_file_key():
-    from mrepe_core.sweep import file_cache_key
+    from mrepe_core.cache import file_cache_key
 
     assert file_cache_key(SweepConfig(model="someone/some-model")) is None
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from mrepe_core import datasets
+from mrepe_core.config import SweepConfig
 from mrepe_core.diagnostics import compare_with_fits, fit_slope_through_origin, run_diagnostics
 from mrepe_core.layer_scan import layer_windows, scan_layers
-from mrepe_core.sweep import SweepConfig
 from mrepe_core.vectors import SteeringVector
 
 

@@ -13,6 +13,7 @@ from mrepe_core.multimodal import interventions as mi
 from mrepe_core.multimodal.encoders import clear_encoder_cache, load_encoder
 from mrepe_core.multimodal.explorer import analyse_concept, analyse_input, label_probabilities
 from mrepe_core.multimodal.media import MediaError, decode_image
+from mrepe_core.tradeoff import fit_tradeoff
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +137,7 @@ def test_bound_fits_and_tradeoff_plots_accept_the_sweep():
 
     es = planted_eval_set()
     agg = mi.alpha_sweep(es, np.linspace(-4, 4, 17))
-    fits = mi.fit_tradeoff(agg, es.n_choices)
+    fits = fit_tradeoff(agg, n_choices=es.n_choices)
     assert fits.alignment.delta_lambda > 0 and fits.n_choices == 4
     assert np.isfinite(fits.helpfulness.predict(np.array([0.0]))).all()
     for fig in (

@@ -10,6 +10,7 @@ import pytest
 from mrepe_core import bounds as bd
 from mrepe_core.plots import behavior_figure, helpfulness_figure, interpolate_at, tradeoff_figure
 from mrepe_core.plots.tradeoff import MARKER_LINE_NAME, MARKER_NAME, PlotDataError
+from mrepe_core.tradeoff import fit_tradeoff
 
 R = np.linspace(-5.0, 5.0, 11)
 SUBJECTS = ["anatomy", "marketing", "virology"]
@@ -74,7 +75,7 @@ def fits(agg):
     rb, b = curve(agg, "behavior", "behavior_expectation", "harmless")
     rh, h = curve(agg, "helpfulness", "helpfulness", "mean")
     align, helpful = bd.fit_alignment_bound(rb, b), bd.fit_helpfulness_bound(rh, h)
-    return align, helpful, bd.efficient_regime(align, helpful, (-5, 5), threshold=1.0, gain="marginal")
+    return align, helpful, fit_tradeoff(agg).regime
 
 
 def test_interpolate_at():

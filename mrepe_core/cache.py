@@ -1,11 +1,12 @@
-"""Finding a cached sweep result from files alone, without importing torch or transformers.
+"""The sweep cache: one key, one lookup, one store, and a file-identity index; no torch import.
 
-A sweep's full cache key (``sweep.cache_key``) hashes the loaded model's fingerprint and the
-tokenised data, so it needs the model. For models that are local files (the embedded GGUF, a
-.gguf path, a local folder) a second key is computable from the files' paths, sizes and
-modification times, the data files' too, the config and the environment; an index maps it to the
-full key's entry. The CLI looks here first: a repeated ``sweep`` is then a file copy, with no
-``import torch`` (2-3 s on a 2-core CPU) in the way.
+Entries live under ``<cache>/sweeps/<key>`` (a saved ``SweepResult`` folder). The full key
+(``cache_key``) hashes the config, the loaded model's fingerprint, the data and the engine version,
+so it needs the model. For models that are local files (the embedded GGUF, a .gguf path, a local
+folder) a second key is computable from the files' paths, sizes and modification times, the data
+files' too, the config and the environment; an index maps it to the full key's entry. The CLI looks
+there first: a repeated ``sweep`` is then a file copy, with no ``import torch`` (2-3 s on a 2-core
+CPU) in the way. Loading an entry (``SweepResult.load``) is the caller's: this module stays torch-free.
 """
 
 from __future__ import annotations
@@ -25,10 +26,32 @@ from .config import SweepConfig
 from .model_specs import cache_root, resolve_spec
 
 RESULT_FILES = ("results.csv", "summary.json", "config.json")
+# Config fields that do not change a sweep's numbers: they stay out of every key.
+NOT_IN_KEY = ("name", "batch_size", "device")
 
 
 def default_cache_dir() -> Path:
     return cache_root() / "sweeps"
+
+
+def cache_key(config: SweepConfig, loaded_fingerprint: str, data_hash: str) -> str:
+    """The full key: config, model fingerprint, data (and vector, when given) and engine version."""
+    payload = {k: v for k, v in config.to_dict().items() if k not in NOT_IN_KEY}
+    blob = json.dumps([payload, loaded_fingerprint, data_hash, __version__], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def entry_path(cache_dir: str | Path, key: str) -> Path:
+    return Path(cache_dir) / key
+
+
+def complete_entry(entry: Path) -> bool:
+    return all((entry / f).is_file() for f in RESULT_FILES)
+
+
+def discard(entry: Path) -> None:
+    """Remove a corrupt entry so that it is recomputed."""
+    shutil.rmtree(entry, ignore_errors=True)
 
 
 def environment_key(config: SweepConfig) -> list:
@@ -74,7 +97,7 @@ def file_cache_key(config: SweepConfig) -> str | None:
         stats = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in model_files + data_files]
     except OSError:
         return None
-    payload = {k: v for k, v in config.to_dict().items() if k not in ("name", "batch_size")}
+    payload = {k: v for k, v in config.to_dict().items() if k not in ("name", "batch_size")}  # device: see env key
     blob = json.dumps([payload, environment_key(config), stats, __version__], sort_keys=True)
     return "files-" + hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -89,7 +112,7 @@ def indexed_entry(cache_dir: str | Path, quick: str | None) -> Path | None:
     except (OSError, UnicodeDecodeError):
         return None
     entry = cache_dir / key
-    if not key or "/" in key or key.startswith(".") or not all((entry / f).is_file() for f in RESULT_FILES):
+    if not key or "/" in key or key.startswith(".") or not complete_entry(entry):
         return None
     return entry
 

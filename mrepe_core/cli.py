@@ -109,9 +109,8 @@ def _report(out: Path, s: dict, served_s: float | None) -> None:
         )
     regime = s.get("efficient_regime")
     if regime:
-        print(
-            f"efficient regime: [{regime['r_min']:.3g}, {regime['r_max']:.3g}], recommended r_e = {regime['best_r_e']:.3g}"
-        )
+        lo, hi, best = regime["r_min"], regime["r_max"], regime["best_r_e"]
+        print(f"efficient regime: [{lo:.3g}, {hi:.3g}], recommended r_e = {best:.3g}")
     elif s.get("no_efficient_regime"):
         print(s["no_efficient_regime"])
     for note in s.get("notes", []):

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from mrepe_core import runner  # noqa: E402
 from mrepe_core.extract import extract_vector  # noqa: E402
-from mrepe_core.measure import FirstTokenBehavior, Helpfulness  # noqa: E402
+from mrepe_core.measurements import FirstTokenBehavior, Helpfulness  # noqa: E402
 from mrepe_core.models import resolve_layers  # noqa: E402
 from mrepe_core.presets import load_preset  # noqa: E402
 from mrepe_core.sweep import prepare  # noqa: E402

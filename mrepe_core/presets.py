@@ -12,9 +12,10 @@ from pathlib import Path
 import yaml
 
 from .config import SweepConfig, SweepConfigError
+from .paths import PRESETS
 from .result import SweepResult
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+PRESETS_DIR = PRESETS
 MAX_PRESET_BYTES = 256 * 1024
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import __version__, cache, datasets, measure, provenance
+from . import __version__, cache, datasets, provenance
+from . import measurements as measure
 from .config import SweepConfig
 from .diagnostics import compare_with_fits, run_diagnostics
 from .extract import extract_vector

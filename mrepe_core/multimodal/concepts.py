@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..paths import ASSETS
 from .media import MediaError, clean_text, decode_audio, decode_image
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
 MEDIA = ASSETS / "media"
 MODALITIES = ("image", "text", "audio")
 

@@ -199,7 +199,7 @@ def test_hf_classifier_needs_a_mapping_for_unknown_names(classifier_dir):
     mapping = ["disagree", "other", "agree"]
     assert labels == [mapping[i] for i in scorer._forward(TEXTS).argmax(-1).tolist()]
     assert set(scorer.score(TEXTS)) <= {-1, 0, 1}
-    assert [s for s in scorer.score(TEXTS)] == [{"agree": 1, "disagree": -1, "other": 0}[lab] for lab in labels]
+    assert scorer.score(TEXTS) == [{"agree": 1, "disagree": -1, "other": 0}[lab] for lab in labels]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,11 @@ from mrepe_core import prompts, runner
 from mrepe_core.config import SweepConfig
 from mrepe_core.models import resolve_layers
 from mrepe_core.sweep import prepare
-from mrepe_core.vectors import extract_vector
+
+try:
+    from mrepe_core.vectors import extract_vector
+except ImportError:  # the engine restructure moves extraction to mrepe_core.extract
+    from mrepe_core.extract import extract_vector
 
 PRESETS = {
     "harmless": ("presets/harmless-smollm2.yaml", "refusal"),

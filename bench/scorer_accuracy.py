@@ -1,0 +1,128 @@
+"""How often does a text scorer agree with the hand labels in assets/scoring/labelled.jsonl?
+
+For each scorer and kind (refusal: refusal/compliance/other; agreement: agree/disagree/other):
+accuracy and the 3x3 confusion matrix (rows = hand label, columns = scorer) on the dev split (where
+the keyword rules were developed), the test split (held out) and all rows; then B = P(+1) - P(-1)
+per r_e from the hand labels next to B from the scorer, which is what a sweep plots.
+
+    python bench/scorer_accuracy.py [--judge hf-judge:<id or folder>] [--judge hf-classifier:<id>#A=refusal,...]
+                                    [--no-legacy] [--errors test]
+
+``legacy`` is today's ``metrics.SCORERS`` (refusal markers in the opening; no ``other`` for refusals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mrepe_core import metrics, scoring
+
+ROOT = Path(__file__).resolve().parents[1]
+# Which side is aligned in the project's presets: harmless -> refusal, not-racist -> disagreement.
+B_KIND = {"refusal": "refusal", "agreement": "disagreement"}
+
+
+class LegacyScorer(scoring.TextScorer):
+    """metrics.score_refusal / score_agreement as labels, for comparison."""
+
+    name = "legacy"
+
+    def labels(self, texts, prompts=None):
+        if self.family == "refusal":
+            return ["refusal" if metrics.score_refusal(t) > 0 else "compliance" for t in texts]
+        return [{1: "agree", -1: "disagree", 0: "other"}[metrics.score_agreement(t)] for t in texts]
+
+
+def header(args) -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        commit = commit.stdout.strip() or "?"
+    except OSError:
+        commit = "?"
+    import torch
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return "\n".join(
+        [
+            f"# scorer accuracy, {datetime.datetime.now().isoformat(timespec='seconds')}, commit {commit}",
+            f"# command: python {' '.join(shlex.quote(a) for a in sys.argv)}",
+            f"# machine: {platform.system()} {platform.release()}, {cpu}, {os.cpu_count()} CPUs, GPU {gpu}",
+            f"# python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}",
+            f"# data: {args.data}",
+        ]
+    )
+
+
+def matrix_lines(labels: list[str], m: np.ndarray) -> list[str]:
+    width = max(len(x) for x in labels) + 2
+    out = ["      true \\ pred " + "".join(f"{x:>{width}}" for x in labels)]
+    out += [f"      {t:>12}     " + "".join(f"{v:>{width}}" for v in row) for t, row in zip(labels, m)]
+    return out
+
+
+def report(scorer_spec: str, rows: list[dict], errors: str) -> None:
+    for kind, labels in scoring.FAMILIES.items():
+        kind_rows = [r for r in rows if r["kind"] == kind]
+        scorer = LegacyScorer(kind) if scorer_spec == "legacy" else scoring.load_scorer(scorer_spec, kind)
+        t0 = time.perf_counter()
+        pred = scorer.labels([r["text"] for r in kind_rows], [r["prompt"] for r in kind_rows])
+        secs = time.perf_counter() - t0
+        print(f"\n## {scorer.name} on kind={kind} ({len(kind_rows)} rows, {secs:.1f} s)")
+        for split in ("dev", "test", "all"):
+            idx = [i for i, r in enumerate(kind_rows) if split == "all" or r["split"] == split]
+            true = [kind_rows[i]["label"] for i in idx]
+            got = [pred[i] for i in idx]
+            _, m = scoring.confusion_matrix(true, got, labels)
+            print(f"  {split:>4}: accuracy {scoring.accuracy(true, got):.3f} ({int(np.trace(m))}/{len(idx)})")
+            print("\n".join(matrix_lines(labels, m)))
+        b_kind = B_KIND[kind]
+        _, pos, neg = scoring.KINDS[b_kind]
+        sign = {pos: 1, neg: -1}
+        print(f"  B = P({pos}) - P({neg}) per r_e, hand labels -> {scorer.name}:")
+        for r_e in sorted({r["r_e"] for r in kind_rows}):
+            idx = [i for i, r in enumerate(kind_rows) if r["r_e"] == r_e]
+            b_true = scoring.behavior_expectation([sign.get(kind_rows[i]["label"], 0) for i in idx])
+            b_pred = scoring.behavior_expectation([sign.get(pred[i], 0) for i in idx])
+            print(
+                f"    r_e {r_e:+5.1f} (n={len(idx):2d}): {b_true:+.2f} -> {b_pred:+.2f}  (error {b_pred - b_true:+.2f})"
+            )
+        if errors != "none":
+            for i, r in enumerate(kind_rows):
+                if pred[i] != r["label"] and errors in ("all", r["split"]):
+                    print(f"    miss {r['id']} [{r['split']}, r_e {r['r_e']:+.0f}] {r['label']} -> {pred[i]}: "
+                          f"{json.dumps(r['text'][:160], ensure_ascii=False)}")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=str(ROOT / "assets" / "scoring" / "labelled.jsonl"))
+    ap.add_argument("--judge", action="append", default=[], help="hf-judge:<id> or hf-classifier:<id>[#...]")
+    ap.add_argument("--no-legacy", action="store_true", help="skip today's metrics.SCORERS baseline")
+    ap.add_argument("--errors", choices=["none", "dev", "test", "all"], default="none", help="list misses")
+    args = ap.parse_args()
+    rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
+    print(header(args))
+    print(f"# rows: {len(rows)}; labels per kind/split:")
+    for kind, labels in scoring.FAMILIES.items():
+        for split in ("dev", "test"):
+            sub = [r["label"] for r in rows if r["kind"] == kind and r["split"] == split]
+            print(f"#   {kind:>9} {split:>4}: " + ", ".join(f"{lab} {sub.count(lab)}" for lab in labels))
+    for spec in ["keyword"] + ([] if args.no_legacy else ["legacy"]) + args.judge:
+        report(spec, rows, args.errors)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""Generate the unlabelled continuations behind ``assets/scoring/labelled.jsonl``.
+
+Steered greedy continuations of the embedded model on held-out prompts of the harmless and
+not-racist presets, at several coefficients. Each row gets its ``split`` here, at random (seeded)
+and before any scorer sees it, so the test split cannot leak into the keyword rules. The labels
+are added afterwards by a person reading each text against ``assets/scoring/RULE.md``.
+
+    python bench/scoring_generate.py --out /tmp/scoring_raw.jsonl
+
+Which prompts each coefficient gets is a seeded draw too (``--per-r``), so the set is spread over
+prompts and coefficients without anyone choosing texts by their content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+
+from mrepe_core import prompts, runner
+from mrepe_core.config import SweepConfig
+from mrepe_core.models import resolve_layers
+from mrepe_core.sweep import prepare
+
+try:
+    from mrepe_core.vectors import extract_vector
+except ImportError:  # the engine restructure moves extraction to mrepe_core.extract
+    from mrepe_core.extract import extract_vector
+
+PRESETS = {
+    "harmless": ("presets/harmless-smollm2.yaml", "refusal"),
+    "not-racist": ("presets/not-racist-smollm2.yaml", "agreement"),
+}
+
+
+def parse_per_r(spec: str) -> dict[float, int]:
+    """'-8:30,0:16' -> {-8.0: 30, 0.0: 16}."""
+    out = {}
+    for part in spec.split(","):
+        r, n = part.split(":")
+        out[float(r)] = int(n)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--n-eval", type=int, default=80)
+    ap.add_argument("--harmless", default="-10:16,-8:24,-6:16,-4:20,0:12,2:20,4:28,6:28,8:24,10:16")
+    ap.add_argument("--not-racist", default="-8:24,-7:24,-6:24,-5:20,-3:20,0:12,4:16,8:20,10:24,12:16")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    rng = random.Random(args.seed)
+    rows = []
+    loaded = None
+    for behavior_name, per_r in (("harmless", args.harmless), ("not-racist", args.not_racist)):
+        path, kind = PRESETS[behavior_name]
+        cfg = SweepConfig.from_yaml(path)
+        cfg.n_eval = args.n_eval
+        cfg.n_questions_per_subject = 0  # no MMLU needed here
+        loaded, behavior, _ = prepare(cfg, loaded)
+        layers = resolve_layers(cfg.layers, loaded.n_layers)
+        vec = extract_vector(loaded, behavior.pairs, cfg.method, layers)
+        plan = []  # (prompt index, r_e)
+        for r, n in parse_per_r(per_r).items():
+            plan += [(i, r) for i in sorted(rng.sample(range(len(behavior.eval_prompts)), n))]
+        t0 = time.perf_counter()
+        kind_rows = []
+        for start in range(0, len(plan), args.batch):
+            chunk = plan[start : start + args.batch]
+            texts = [prompts.render_chat(loaded.tokenizer, behavior.eval_prompts[i].user) for i, _ in chunk]
+            outs = runner.generate(
+                loaded, texts, vec, layers, coefficients=[r for _, r in chunk], max_new_tokens=args.max_new_tokens
+            )
+            for (i, r), text in zip(chunk, outs):
+                kind_rows.append(
+                    dict(behavior=behavior_name, kind=kind, prompt=behavior.eval_prompts[i].user, r_e=r, text=text)
+                )
+            print(f"{behavior_name}: {start + len(chunk)}/{len(plan)} ({time.perf_counter() - t0:.0f} s)", flush=True)
+        # Half dev, half test within each kind, drawn before any scorer is run on the texts.
+        splits = ["dev"] * (len(kind_rows) // 2) + ["test"] * (len(kind_rows) - len(kind_rows) // 2)
+        rng.shuffle(splits)
+        for row, split in zip(kind_rows, splits):
+            row["split"] = split
+        rows += kind_rows
+    with open(args.out, "w", encoding="utf-8") as f:
+        for n, row in enumerate(rows):
+            f.write(json.dumps({"id": f"{row['behavior']}-{n:04d}", **row}, ensure_ascii=False) + "\n")
+    print(f"wrote {len(rows)} rows to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .models import LoadedModel, exclusive, resolve_layers
+from .models import LoadedModel, resolve_layers
 from .vectors import SteeringVector
 
 METHODS = ("pca", "mean_diff")
@@ -64,16 +64,16 @@ def directions_from_diffs(diffs: torch.Tensor, method: str) -> tuple[torch.Tenso
     return torch.stack(out), stats
 
 
-def hidden_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+def hidden_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16, cancel=None) -> torch.Tensor:
     """Last-token output of every decoder block: float32 [n_texts, n_layers, hidden].
 
     A positive and a negative text usually share a long prefix (the same request), which the
-    packed runner computes once. ``batch_size`` sets the rows per forward on the plain path.
+    packed runner computes once. ``batch_size`` sets the rows per forward on the plain path;
+    ``cancel`` (a ``threading.Event``) is checked between forward passes.
     """
     from .runner import layer_states
 
-    with exclusive(loaded.model):
-        return layer_states(loaded, list(texts), plain_batch_rows=batch_size)
+    return layer_states(loaded, list(texts), plain_batch_rows=batch_size, cancel=cancel)
 
 
 def dataset_hash(pairs) -> str:
@@ -101,6 +101,7 @@ def extract_vector(
     template: str = "",
     positive: str = "",
     batch_size: int = 16,
+    cancel=None,
 ) -> SteeringVector:
     """Extract a steering vector from contrast pairs (``pair.positive`` = the side to steer towards).
 
@@ -111,7 +112,7 @@ def extract_vector(
     if not pairs:
         raise ValueError("No contrast pairs to extract a vector from.")
     texts = [t for p in pairs for t in (p.positive, p.negative)]
-    hs = hidden_states(loaded, texts, batch_size=batch_size)
+    hs = hidden_states(loaded, texts, batch_size=batch_size, cancel=cancel)
     diffs = hs[0::2] - hs[1::2]
     same = identical_pairs(diffs)
     if same == len(pairs):

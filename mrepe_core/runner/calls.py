@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from ..models import LoadedModel
+from ..limits import check_cancel
+from ..models import LoadedModel, exclusive
 from . import plain
 from .packed import BATCH_TOKENS, PackedRunner, packed_stack
 from .scorers import ChoiceScorer, NextTokenScorer
@@ -120,13 +122,19 @@ def next_token_states_grid(
 
 
 def layer_states(
-    loaded: LoadedModel, texts: Sequence[str], batch_tokens: int = BATCH_TOKENS, plain_batch_rows: int = 16
+    loaded: LoadedModel,
+    texts: Sequence[str],
+    batch_tokens: int = BATCH_TOKENS,
+    plain_batch_rows: int = 16,
+    cancel: threading.Event | None = None,
 ) -> torch.Tensor:
     """Unsteered last-token output of every decoder layer: float32 [n_texts, n_layers, d].
 
     Each block's output at the last position (the last block before the final norm, where steering
     adds the vector; for the others ``hidden_states[l + 1]``); texts sharing a prefix (contrast
     pairs differ only in their last few tokens) share its computation on the packed path.
+    The model is held only for one forward pass at a time, and ``cancel`` is checked between them:
+    another visitor's request waits at most one batch.
     """
     if not texts:
         raise ValueError("No texts to read hidden states from.")
@@ -135,7 +143,7 @@ def layer_states(
         raise ValueError("A text is empty (no tokens).")
     stack = packed_stack(loaded, max(len(s) for s in ids))
     if stack is None:
-        return plain.layer_states(loaded, list(texts), plain_batch_rows)
+        return plain.layer_states(loaded, list(texts), plain_batch_rows, cancel)
     units = []
     for items, tree, nodes in pack_units([[s] for s in ids]):
         unit = PackedUnit(items, tree)
@@ -143,8 +151,9 @@ def layer_states(
         units.append(unit)
     packed = PackedRunner(loaded, stack, loaded.n_layers, None, None, units, batch_tokens)
     out = torch.empty((len(texts), loaded.n_layers, loaded.hidden_size), dtype=torch.float32)
-    with torch.inference_mode():
-        for chunk in packed.chunks(range(len(units))):
+    for chunk in packed.chunks(range(len(units))):
+        check_cancel(cancel, "Extraction")
+        with torch.inference_mode(), exclusive(loaded.model):
             for u, states in packed.layer_states(chunk).items():
                 out[units[u].items] = states.float().cpu()
     return out

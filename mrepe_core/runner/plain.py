@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .. import hooks
+from ..limits import check_cancel
 from ..models import LoadedModel, decoder_layers
 from ..steering import steer
 
@@ -55,13 +56,15 @@ def final_states(
 
 
 @torch.inference_mode()
-def layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16) -> torch.Tensor:
+def layer_states(loaded: LoadedModel, texts: Sequence[str], batch_size: int = 16, cancel=None) -> torch.Tensor:
     """Last-token output of every decoder block (the last one before the final norm), read with hooks."""
     blocks = decoder_layers(loaded.model)
     out = []
     for start in range(0, len(texts), batch_size):
+        check_cancel(cancel, "Extraction")
         enc = encode_left_padded(loaded, texts[start : start + batch_size])
-        with hooks.record_outputs(dict(enumerate(blocks)), select=lambda h: h[:, -1, :].float().cpu()) as seen:
+        last_position = lambda h: h[:, -1, :].float().cpu()  # noqa: E731
+        with hooks.record_outputs(dict(enumerate(blocks)), model=loaded.model, select=last_position) as seen:
             loaded.model(**enc, use_cache=False, logits_to_keep=1)
         out.append(torch.stack([seen[k] for k in range(len(blocks))], dim=1))
     return torch.cat(out)

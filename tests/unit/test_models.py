@@ -63,3 +63,63 @@ def test_gguf_cache_is_written_atomically(tiny_llama, tmp_path):
     ids = torch.tensor([[5, 6, 7]])
     with torch.no_grad():
         assert torch.allclose(reloaded.model(ids).logits, tiny_llama.model(ids).logits, atol=1e-5)
+
+
+# --- the model cache, public paths and the hub -------------------------------------------------
+
+
+def test_model_cache_is_keyed_by_what_the_model_is(tiny_model_dir, monkeypatch):
+    from mrepe_core import models
+
+    monkeypatch.setattr(models, "_CACHE", models.OrderedDict())
+    a = models.load_model(str(tiny_model_dir), dtype="fp32")
+    again = models.load_model(f"{tiny_model_dir}/../{tiny_model_dir.name}", dtype="fp32")
+    assert again is a and models.cached_models() == 1
+
+
+def test_model_cache_evicts_beyond_its_limit(tiny_model_dir, tmp_path, tiny_tokenizer, monkeypatch):
+    from conftest import make_llama
+
+    from mrepe_core import models
+
+    other = tmp_path / "other"
+    make_llama(tiny_tokenizer, seed=3).save_pretrained(other)
+    tiny_tokenizer.save_pretrained(other)
+    monkeypatch.setattr(models, "_CACHE", models.OrderedDict())
+    monkeypatch.setenv("MREPE_MAX_MODELS", "1")
+    first = models.load_model(str(tiny_model_dir), dtype="fp32")
+    models.load_model(str(other), dtype="fp32")
+    assert models.cached_models() == 1
+    assert models.load_model(str(tiny_model_dir), dtype="fp32") is not first  # evicted, loaded again
+
+
+def test_public_server_refuses_paths_without_saying_whether_they_exist(tiny_model_dir, monkeypatch):
+    from mrepe_core.model_specs import ModelLoadError, resolve_spec
+
+    monkeypatch.setenv("MREPE_PUBLIC", "1")
+    monkeypatch.delenv("MREPE_MODEL_DIRS", raising=False)
+    messages = set()
+    for spec in ("/etc/shadow", "~/.ssh", "/no/such/place", str(tiny_model_dir), "../../etc/passwd", "a/../../b"):
+        with pytest.raises(ModelLoadError) as err:
+            resolve_spec(spec)
+        messages.add(str(err.value))
+    assert len(messages) == 1 and "does not open other server paths" in messages.pop()
+    assert resolve_spec("HuggingFaceTB/SmolLM2-135M-Instruct")[0] == "hub"
+    monkeypatch.setenv("MREPE_MODEL_DIRS", str(tiny_model_dir.parent))
+    assert resolve_spec(str(tiny_model_dir)) == ("dir", str(tiny_model_dir.resolve()), None)
+
+
+def test_unreachable_hub_fails_fast_with_a_message(monkeypatch):
+    import time
+
+    from mrepe_core import hub, models
+
+    monkeypatch.setattr(hub, "reachable", lambda: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # tests run offline; here the probe decides
+    t0 = time.perf_counter()
+    with pytest.raises(models.ModelLoadError, match="cannot be reached"):
+        models.load_model("someone/not-cached-here")
+    assert time.perf_counter() - t0 < 2.0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelLoadError, match="HF_HUB_OFFLINE"):
+        models.load_model("someone/not-cached-here")

@@ -116,3 +116,29 @@ def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
     make_llama(tiny_tokenizer, seed=1).save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tiny_tokenizer):
+    from tiny_models import make_family
+
+    return make_family(tiny_tokenizer, "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tiny_tokenizer):
+    from tiny_models import make_family
+
+    return make_family(tiny_tokenizer, "qwen3", head_dim=16)
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral(tiny_tokenizer):
+    from tiny_models import make_family
+
+    return make_family(tiny_tokenizer, "mistral", sliding_window=None)
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_gpt2"])
+def any_model(request):
+    return request.getfixturevalue(request.param)

@@ -62,6 +62,18 @@ def first_steered_layer(loaded: LoadedModel, vector: SteeringVector | None, laye
     return min(resolve_layers(layers if layers is not None else vector.layers, loaded.n_layers))
 
 
+class KVRecorder:
+    """Stands in for a transformers cache in a layer call: keeps each layer's keys and values
+    (after rotary embedding) as the attention computes them, and changes nothing."""
+
+    def __init__(self) -> None:
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        self.kv[int(layer_idx)] = (key_states, value_states)
+        return key_states, value_states
+
+
 class PackedRunner:
     """Shared machinery: units, cached pre-steering states, per-coefficient forward passes."""
 
@@ -86,6 +98,9 @@ class PackedRunner:
         self.units = units
         self.batch_tokens = batch_tokens
         self._states: dict[int, torch.Tensor] = {}  # unit -> unsteered output of the first steered layer
+        # Generation's prefill also keeps the unsteered layers' keys/values: unit -> layer -> (k, v).
+        self.record_kv = False
+        self.lower_kv: dict[int, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
         # The last layer runs per coefficient, unsteered, with the Llama-family shape that
         # last_layer.output_at_reads mirrors.
         self._last_layer_mirrorable = (
@@ -110,7 +125,14 @@ class PackedRunner:
         return positions.to(dev), mask.unsqueeze(1).to(dev), width
 
     def _run_layers(
-        self, hidden: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, start: int, stop: int, rotary=None
+        self,
+        hidden: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor,
+        start: int,
+        stop: int,
+        rotary=None,
+        recorder: KVRecorder | None = None,
     ) -> torch.Tensor:
         rotary = rotary if rotary is not None else self.base.rotary_emb(hidden, positions)
         for layer in self.base.layers[start:stop]:
@@ -118,8 +140,8 @@ class PackedRunner:
                 hidden,
                 attention_mask=mask,
                 position_ids=positions,
-                cache=None,
-                use_cache=False,
+                cache=recorder,
+                use_cache=recorder is not None,
                 position_embeddings=rotary,
             )
             hidden = out[0] if isinstance(out, tuple) else out
@@ -146,12 +168,17 @@ class PackedRunner:
         return out
 
     def _ensure_states(self, unit_ids: Sequence[int]) -> None:
-        """Run the layers up to the first steered one (unsteered), once per unit, for units not yet cached."""
+        """Run the layers up to the first steered one (unsteered), once per unit, for units not yet
+        cached; with ``record_kv`` also keep those layers' keys and values per unit (generation)."""
         for chunk in self.chunks(sorted({u for u in unit_ids if u not in self._states})):
             hidden, positions, mask = self._embed(chunk)
-            hidden = self._run_layers(hidden, positions, mask, 0, self.cached_layers)
+            recorder = KVRecorder() if self.record_kv else None
+            hidden = self._run_layers(hidden, positions, mask, 0, self.cached_layers, recorder=recorder)
             for r, u in enumerate(chunk):
-                self._states[u] = hidden[r, : len(self.units[u])].clone()
+                n = len(self.units[u])
+                self._states[u] = hidden[r, :n].clone()
+                if recorder is not None:
+                    self.lower_kv[u] = {l: (k[r, :, :n], v[r, :, :n]) for l, (k, v) in recorder.kv.items()}
 
     def layer_states(self, unit_ids: Sequence[int]) -> dict[int, torch.Tensor]:
         """Unsteered output of every decoder layer at each unit's read nodes: unit -> [reads, layers, d].
@@ -176,8 +203,12 @@ class PackedRunner:
                 per_layer[r].append(hidden[r, self.units[u].reads])
         return {u: torch.stack(per_layer[r], dim=1) for r, u in enumerate(unit_ids)}
 
-    def read_states(self, rows: Sequence[tuple[int, float]]) -> list[torch.Tensor]:
-        """Final-normed hidden states at each row's read nodes, steered with the row's coefficient."""
+    def read_states(self, rows: Sequence[tuple[int, float]], recorder: KVRecorder | None = None) -> list[torch.Tensor]:
+        """Final-normed hidden states at each row's read nodes, steered with the row's coefficient.
+
+        With ``recorder`` the keys and values of the per-coefficient layers are kept in it (for the
+        decoding that follows a prefill); the last layer then runs whole, since decoding needs its
+        keys and values at every node."""
         unit_ids = [u for u, _ in rows]
         self._ensure_states(unit_ids)
         positions, mask, width = self._batch_inputs(unit_ids)
@@ -194,7 +225,7 @@ class PackedRunner:
             if self.cached_layers < n:
                 rotary = self.base.rotary_emb(hidden, positions)
                 with steer(self.loaded.model, self.vector if self.later_layers else None, self.later_layers, coeff):
-                    if self._last_layer_at_reads_applies():
+                    if recorder is None and self._last_layer_at_reads_applies():
                         hidden = self._run_layers(hidden, positions, mask, self.cached_layers, n - 1, rotary)
                         return [
                             self.norm(h)
@@ -202,7 +233,7 @@ class PackedRunner:
                                 self.base.layers[n - 1], hidden, rotary, mask, [self.units[u].reads for u in unit_ids]
                             )
                         ]
-                    hidden = self._run_layers(hidden, positions, mask, self.cached_layers, n, rotary)
+                    hidden = self._run_layers(hidden, positions, mask, self.cached_layers, n, rotary, recorder)
         return [self.norm(hidden[r, self.units[u].reads]) for r, u in enumerate(unit_ids)]
 
     def _last_layer_at_reads_applies(self) -> bool:

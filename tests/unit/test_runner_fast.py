@@ -11,11 +11,12 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from tiny_models import chat_texts, make_family, random_vector
 
 from mrepe_core import prompts, runner
-from mrepe_core.models import decoder_layers, wrap_model
+from mrepe_core.models import decoder_layers
 from mrepe_core.steering import active_hook_count, steer
-from mrepe_core.vectors import SteeringVector
+from mrepe_core.vectors import SteeringVector  # noqa: F401
 
 ATOL = 1e-4
 USERS = [
@@ -34,66 +35,6 @@ CHOICES = [
     ["first", "the second one", "C", "first one"],
     ["Step 1", "Step 2", "", "Of course"],
 ]
-
-
-def _small_config(cls, tokenizer, **extra):
-    return cls(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True,
-        **extra,
-    )
-
-
-def _family(tokenizer, family: str, **extra):
-    import transformers
-
-    torch.manual_seed(7)
-    config_cls, model_cls = {
-        "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
-        "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM),
-        "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
-    }[family]
-    model = model_cls(_small_config(config_cls, tokenizer, **extra)).eval()
-    return wrap_model(model, tokenizer, name=f"tiny-{family}")
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen2(tiny_tokenizer):
-    return _family(tiny_tokenizer, "qwen2")
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen3(tiny_tokenizer):
-    return _family(tiny_tokenizer, "qwen3", head_dim=16)
-
-
-@pytest.fixture(scope="module")
-def tiny_mistral(tiny_tokenizer):
-    return _family(tiny_tokenizer, "mistral", sliding_window=None)
-
-
-@pytest.fixture(params=["tiny_llama", "tiny_gpt2"])
-def any_model(request):
-    return request.getfixturevalue(request.param)
-
-
-def random_vector(loaded, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    d = torch.randn(loaded.n_layers, loaded.hidden_size, generator=g)
-    return SteeringVector(d / d.norm(dim=1, keepdim=True), list(range(loaded.n_layers)))
-
-
-def chat_texts(loaded):
-    # A shared chat prefix, as the sweep's behaviour prompts have.
-    return [prompts.render_chat(loaded.tokenizer, u, system="You are a helpful assistant.") for u in USERS]
 
 
 @torch.no_grad()
@@ -267,7 +208,7 @@ def test_shared_prefix_is_packed_once(tiny_llama):
 
 
 def test_sliding_window_shorter_than_text_falls_back_and_stays_exact(tiny_tokenizer):
-    loaded = _family(tiny_tokenizer, "mistral", sliding_window=4)
+    loaded = make_family(tiny_tokenizer, "mistral", sliding_window=4)
     vec = random_vector(loaded, seed=6)
     texts = chat_texts(loaded)
     scorer = runner.NextTokenScorer(loaded, texts, vec, None)

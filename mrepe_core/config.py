@@ -42,7 +42,7 @@ class SweepConfig:
     r_steps: int = 21
     n_pairs: int = 64
     n_eval: int = 40
-    behavior_mode: str = "logit"
+    behavior_mode: str = "generate"
     helpfulness_subjects: list[str] = field(default_factory=lambda: ["high_school_geography", "marketing"])
     helpfulness_format: str = "cloze"
     n_questions_per_subject: int = 50
@@ -51,8 +51,11 @@ class SweepConfig:
     device: str = "auto"
     seed: int = 0
     batch_size: int = 32
-    max_new_tokens: int = 24
+    max_new_tokens: int = 32
     n_diagnostics: int = 64  # items per task for the assumption checks (their states come from the sweep itself)
+    # How generated answers are scored: "keyword" (scoring.py), or a judge model
+    # ("hf-classifier:<id>", "hf-judge:<id>"); measured against assets/scoring/labelled.jsonl.
+    scorer: str = "keyword"
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -87,6 +90,7 @@ class SweepConfig:
         need(1 <= self.max_new_tokens <= 256, "max_new_tokens must be in [1, 256].")
         need(0 <= self.n_diagnostics <= 256, "n_diagnostics must be in [0, 256] (0 turns the assumption checks off).")
         need(self.mmlu_split in ("dev", "test"), "mmlu_split must be dev or test.")
+        need(isinstance(self.scorer, str) and 0 < len(self.scorer) <= 300, "scorer must be 'keyword' or a judge spec.")
         need(isinstance(self.helpfulness_subjects, list), "helpfulness_subjects must be a list of MMLU subjects.")
         unknown = set(self.helpfulness_subjects) - set(datasets.mmlu_subjects())
         need(not unknown, f"Unknown MMLU subjects: {', '.join(sorted(unknown))}.")

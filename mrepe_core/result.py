@@ -32,14 +32,15 @@ def aggregate(items: pd.DataFrame) -> pd.DataFrame:
     agg = g.agg(["mean", "std", "count"]).reset_index()
     agg["stderr"] = agg["std"].fillna(0.0) / np.sqrt(agg["count"])
     agg = agg.rename(columns={"mean": "value", "count": "n"}).drop(columns="std")
-    helpful = items[items.task == "helpfulness"]
-    if not helpful.empty:
-        # "mean" weights subjects equally, as the paper's per-subject curves do.
-        per_subject = helpful.groupby(["r_e", "metric", "subject"])["value"].mean().reset_index()
+    # "mean" weights subjects equally, as the paper's per-subject curves do (the baseline's
+    # questions are the same subjects, asked with a system prompt).
+    helpful = items[items.metric.isin(["helpfulness", "accuracy"])]
+    for task, rows in helpful.groupby("task"):
+        per_subject = rows.groupby(["r_e", "metric", "subject"])["value"].mean().reset_index()
         mean = per_subject.groupby(["r_e", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
         mean["stderr"] = mean["std"].fillna(0.0) / np.sqrt(mean["count"])
         mean = mean.rename(columns={"mean": "value", "count": "n"}).drop(columns="std")
-        mean["task"], mean["subject"] = "helpfulness", "mean"
+        mean["task"], mean["subject"] = task, "mean"
         agg = pd.concat([agg, mean[AGG_COLUMNS]], ignore_index=True)
     return agg[AGG_COLUMNS].sort_values(["task", "metric", "subject", "r_e"]).reset_index(drop=True)
 

@@ -24,10 +24,12 @@ import pandas as pd
 
 from . import __version__, cache, datasets, provenance
 from . import measurements as measure
+from .agreement import proxy_agreement
 from .config import SweepConfig
 from .diagnostics import compare_with_fits, run_diagnostics
 from .extract import extract_vector
 from .models import LoadedModel, load_model, resolve_layers
+from .plan import SweepPlan, coarse_first, interleave, plan_batches  # noqa: F401  (planning names)
 from .result import ITEM_COLUMNS, TEXT_COLUMNS, SweepResult, aggregate
 from .tradeoff import fit_tradeoff
 from .vectors import SteeringVector
@@ -59,30 +61,6 @@ class SweepEvent:
 # ---------------------------------------------------------------------------------------------
 
 
-def coarse_first(grid: list[float], stride: int = 4) -> list[float]:
-    """Order a grid so a coarse, evenly spread subset (always with both ends and 0) comes first."""
-    n = len(grid)
-    first = sorted(set(range(0, n, stride)) | {n - 1} | ({int(np.argmin(np.abs(grid)))} if n else set()))
-    rest = [i for i in range(n) if i not in first]
-    return [grid[i] for i in first] + [grid[i] for i in rest]
-
-
-def plan_batches(n_units: int, grid: list[float], units_per_batch: int) -> list[list[tuple[int, float]]]:
-    """(unit, r_e) rows in coarse-first order, chunked into batches of ``units_per_batch`` units."""
-    rows = [(i, r) for r in coarse_first(grid) for i in range(n_units)]
-    return [rows[k : k + units_per_batch] for k in range(0, len(rows), units_per_batch)]
-
-
-def interleave(*plans: list) -> list:
-    """Batches of several measurements in proportion, so every curve fills in together."""
-    out, pos = [], [0] * len(plans)
-    while any(p < len(plan) for p, plan in zip(pos, plans)):
-        k = min((i for i, plan in enumerate(plans) if pos[i] < len(plan)), key=lambda i: pos[i] / len(plans[i]))
-        out.append(plans[k][pos[k]])
-        pos[k] += 1
-    return out
-
-
 def diagnostic_grid(grid: list[float], n: int = 8) -> list[float]:
     """A few non-zero coefficients spread over the sweep's range for the assumption checks."""
     nonzero = sorted({r for r in grid if r != 0.0}, key=abs)
@@ -97,15 +75,18 @@ def diagnostic_grid(grid: list[float], n: int = 8) -> list[float]:
 # ---------------------------------------------------------------------------------------------
 
 
-def summarise(config: SweepConfig, agg: pd.DataFrame, n_choices: int = N_CHOICES) -> dict:
+def summarise(
+    config: SweepConfig, agg: pd.DataFrame, n_choices: int = N_CHOICES, behavior_metric: str = "behavior_expectation"
+) -> dict:
     """Fits, efficient regime (``tradeoff.fit_tradeoff``) and plain-language notes for a sweep."""
-    tradeoff = fit_tradeoff(agg, n_choices=n_choices)
+    tradeoff = fit_tradeoff(agg, n_choices=n_choices, behavior_metric=behavior_metric)
     out = tradeoff.to_dict()
     out["notes"] = list(tradeoff.notes)
     for fit in (tradeoff.alignment, tradeoff.helpfulness):
         if fit is not None:
             out["notes"].extend(fit.notes)
-    r, b = _curve(agg, "behavior", "behavior_expectation")
+    out["behavior_metric"] = behavior_metric
+    r, b = _curve(agg, "behavior", behavior_metric)
     if b.size >= 3:
         diffs = np.diff(b)
         out["behavior_monotone"] = bool((diffs >= -1e-9).all() or (diffs <= 1e-9).all())
@@ -153,22 +134,6 @@ def _data_hash(behavior, questions, vector: SteeringVector | None) -> str:
         return data
     blob = vector.directions.numpy().tobytes() + json.dumps(vector.layers).encode()
     return data + hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _measurements(config, loaded, behavior, questions, vector, layers, keep_beh, keep_hel):
-    if config.behavior_mode == "generate":
-        score = measure._text_scorer(behavior.scorer)
-        beh = measure.GeneratedBehavior(
-            loaded, behavior, vector, layers, score, config.max_new_tokens, config.batch_size
-        )
-    else:
-        beh = measure.FirstTokenBehavior(loaded, behavior, vector, layers, config.batch_size, keep_beh)
-    hel = (
-        measure.Helpfulness(loaded, questions, vector, layers, config.helpfulness_format, config.batch_size, keep_hel)
-        if questions
-        else None
-    )
-    return beh, hel
 
 
 def iter_sweep(
@@ -232,44 +197,46 @@ def iter_sweep(
         measure.AnswerStates(min(config.n_diagnostics, len(behavior.eval_prompts)), check_grid) if check_grid else None
     )
     keep_hel = measure.AnswerStates(min(config.n_diagnostics, len(questions)), check_grid) if check_grid else None
-    beh, hel = _measurements(config, loaded, behavior, questions, vector, layers, keep_beh, keep_hel)
-    if not isinstance(beh, measure.FirstTokenBehavior):
-        keep_beh = None
-    if hel is None or hel.keep is None:
+    plan = SweepPlan(config, loaded, behavior, questions, vector, layers, keep_beh, keep_hel, cancel)
+    # The behaviour checks' states come from the next-token proxy's or the sequence proxy's passes
+    # (packed path only; the checks run their own passes otherwise).
+    if plan.hel is None or plan.hel.keep is None:
         keep_hel = None
-    work = {"behavior": beh, **({"helpfulness": hel} if hel else {})}
-    ordered = interleave(
-        *[[(task, b) for b in plan_batches(len(m.units), grid, m.units_per_batch)] for task, m in work.items()]
-    )
     partial = _Partial.load(cache_dir, key) if use_cache else _Partial()
-    times = {task: 0.0 for task in work}
-    total = sum(work[task].n_rows(b) for task, b in ordered)
-    done = sum(work[ordered[k][0]].n_rows(ordered[k][1]) for k in partial.batches if k < len(ordered))
-    yield SweepEvent("stage", "measure", done, total, message="measuring B and helpfulness over r_e")
-    for n_batch, (task, batch) in enumerate(ordered, start=1):
-        if n_batch - 1 in partial.batches:
-            continue
-        if cancel is not None and cancel.is_set():
-            if use_cache:
-                partial.save(cache_dir, key, getattr(beh, "texts", []))
-            raise SweepCancelled("Sweep cancelled.")
-        tb = time.perf_counter()
-        partial.add(n_batch - 1, work[task].rows(batch))
-        times[task] += time.perf_counter() - tb
-        done += work[task].n_rows(batch)
-        shown = None
-        if partial_every and n_batch % partial_every == 0 and n_batch < len(ordered):
-            items = pd.DataFrame(partial.rows, columns=ITEM_COLUMNS)
-            shown = SweepResult(config, aggregate(items), items, {}, vector, complete=False)
-        yield SweepEvent("progress", "measure", done, total, result=shown)
-    texts = partial.texts + getattr(beh, "texts", [])
+    plan.restore(partial.texts, partial.rows)
+    times: dict[str, float] = {}
+    total, done, n_batch = plan.n_rows(), 0, 0
+    for stage in plan.stages():
+        yield SweepEvent("stage", stage.name, done, total, message=stage.message)
+        for task, batch in stage.batches:
+            n_batch += 1
+            if n_batch - 1 in partial.batches:
+                done += stage.work[task].n_rows(batch)
+                continue
+            if cancel is not None and cancel.is_set():
+                if use_cache:
+                    partial.save(cache_dir, key, plan_texts(plan))
+                raise SweepCancelled("Sweep cancelled.")
+            tb = time.perf_counter()
+            partial.add(n_batch - 1, stage.work[task].rows(batch))
+            times[task] = times.get(task, 0.0) + time.perf_counter() - tb
+            done += stage.work[task].n_rows(batch)
+            shown = None
+            if partial_every and n_batch % partial_every == 0:
+                items = pd.DataFrame(partial.rows, columns=ITEM_COLUMNS)
+                shown = SweepResult(
+                    config, aggregate(items), items, {"behavior_metric": plan.behavior_metric}, vector, complete=False
+                )
+            yield SweepEvent("progress", stage.name, min(done, total), total, result=shown)
+    texts = plan_texts(plan)
     items = (
         pd.DataFrame(partial.rows, columns=ITEM_COLUMNS)
         .sort_values(["task", "metric", "subject", "item", "r_e"])
         .reset_index(drop=True)
     )
     agg = aggregate(items)
-    summary = summarise(config, agg)
+    summary = summarise(config, agg, behavior_metric=plan.behavior_metric)
+    summary["proxy_agreement"] = proxy_agreement(items)
     summary.update(
         {
             "config": config.to_dict(),
@@ -378,7 +345,7 @@ class _Partial:
                         "version": __version__,
                         "batches": sorted(self.batches),
                         "rows": self.rows,
-                        "texts": self.texts + texts,
+                        "texts": texts,
                     },
                     default=float,
                 )
@@ -400,6 +367,11 @@ class _Partial:
     @classmethod
     def remove(cls, cache_dir: Path, key: str) -> None:
         cls._path(cache_dir, key).unlink(missing_ok=True)
+
+
+def plan_texts(plan: SweepPlan) -> list[dict]:
+    """The generated answers of a plan (steered and baseline), for ``SweepResult.texts``."""
+    return [t for g in (plan.generated, plan.baseline) if g is not None for t in g.texts]
 
 
 def _from_cache(entry: Path, t0: float) -> SweepResult:

@@ -95,35 +95,46 @@ class NextTokenScorer:
 
 
 class ChoiceScorer:
-    """Summed log-probabilities of each answer choice after its prefix, at many coefficients.
+    """Summed log-probabilities of each continuation after its prefix, at many coefficients.
 
-    ``run([(unit, r_e), ...])`` returns the (item, r_e) rows, the sums float64 [n_rows, n_choices]
-    and the choices' token counts [n_rows, n_choices].
+    Continuations are answer choices given as text (``choices``: each gets a leading space, as it
+    follows "Answer:") or as token ids (``choice_ids``: e.g. the openings a model wrote, or whole
+    answers); with ``choice_ids`` items may have different numbers of continuations, and the
+    missing ones come back as ``-inf``. ``run([(unit, r_e), ...])`` returns the (item, r_e) rows,
+    the sums float64 [n_rows, n_choices] and the continuations' token counts [n_rows, n_choices].
     """
 
     def __init__(
         self,
         loaded: LoadedModel,
         prefixes: Sequence[str],
-        choices: Sequence[Sequence[str]],
+        choices: Sequence[Sequence[str]] | None,
         vector: SteeringVector | None,
         layers,
         plain_batch_rows: int = 8,
         max_row_tokens: int = MAX_ROW_TOKENS,
         batch_tokens: int = BATCH_TOKENS,
         keys: Sequence[Hashable] | None = None,
+        choice_ids: Sequence[Sequence[Sequence[int]]] | None = None,
     ) -> None:
         if not prefixes:
             raise ValueError("No questions to score.")
-        if len(choices) != len(prefixes) or len({len(c) for c in choices}) != 1 or not len(choices[0]):
-            raise ValueError("Give every prefix the same (non-zero) number of choices.")
         self.loaded, self.prefixes, self.vector, self.layers = loaded, list(prefixes), vector, layers
         tok = loaded.tokenizer
+        if choices is not None:
+            if len(choices) != len(prefixes) or len({len(c) for c in choices}) != 1 or not len(choices[0]):
+                raise ValueError("Give every prefix the same (non-zero) number of choices.")
+            choice_ids = plain.choice_token_ids(tok, choices)
+        if choice_ids is None or len(choice_ids) != len(prefixes) or any(not row or not all(row) for row in choice_ids):
+            raise ValueError("Give every prefix at least one non-empty continuation.")
         prefix_ids = tok(self.prefixes, add_special_tokens=False)["input_ids"]
         if any(len(p) == 0 for p in prefix_ids):
             raise ValueError("A question prefix is empty (no tokens); the first choice token needs context.")
-        self.choice_ids = plain.choice_token_ids(tok, choices)
-        self.n_choices = len(choices[0])
+        # Ragged rows are padded with copies of their first continuation (the same tree nodes, so no
+        # extra work on the packed path); the copies' sums are set to -inf after scoring.
+        self.counts = np.array([len(row) for row in choice_ids])
+        self.n_choices = int(self.counts.max())
+        self.choice_ids = [[list(c) for c in row] + [list(row[0])] * (self.n_choices - len(row)) for row in choice_ids]
         self.lengths = np.array([[len(c) for c in row] for row in self.choice_ids])
         seqs = [[p + c for c in row] for p, row in zip(prefix_ids, self.choice_ids)]
         stack = packed_stack(loaded, max(len(s) for row in seqs for s in row))
@@ -182,7 +193,7 @@ class ChoiceScorer:
                 self.layers,
                 coeff,
             )
-            return out_rows, sums, lengths
+            return out_rows, self._mask_padding(sums, out_rows), lengths
         sums = np.zeros((len(out_rows), self.n_choices), dtype=np.float64)
         answer_states = []
         offset = 0
@@ -205,6 +216,12 @@ class ChoiceScorer:
                     for (slot, j, _, _), value in zip(unit.terms, logp.tolist()):
                         sums[offset + slot, j] += value
                     offset += len(unit.items)
+        sums = self._mask_padding(sums, out_rows)
         if return_states:
             return out_rows, sums, lengths, torch.cat(answer_states)
         return out_rows, sums, lengths
+
+    def _mask_padding(self, sums: np.ndarray, out_rows) -> np.ndarray:
+        counts = self.counts[[i for i, _ in out_rows]]
+        sums[np.arange(self.n_choices)[None, :] >= counts[:, None]] = -np.inf
+        return sums

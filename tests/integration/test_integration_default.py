@@ -40,9 +40,14 @@ def test_harmless_vector_raises_refusal_on_default(default_model, tmp_path):
     res = run_sweep(config, loaded=default_model, cache_dir=tmp_path)
     r, b = res.curve("behavior", "behavior_expectation", "harmless")
     assert list(r) == [-8, -4, 0, 4, 8]
-    # Steering towards refusal raises B a lot and monotonically on held-out prompts.
-    assert np.all(np.diff(b) > 0), b
+    # Steering towards refusal raises B (from the answers the model writes) a lot and
+    # monotonically on held-out prompts; unsteered, this model complies with most requests.
+    assert np.all(np.diff(b) >= 0) and b[2] < 0, b
     assert b[-1] - b[0] > 1.0, b
+    _, proxy = res.curve("behavior", "behavior_proxy", "harmless")
+    assert np.all(np.diff(proxy) > 0), proxy  # the sequence proxy is smooth where answers saturate
+    texts = res.texts[res.texts.task == "behavior"]
+    assert len(texts) == 5 * 12 and texts.text.str.len().gt(0).mean() > 0.9
     assert res.summary["alignment_fit"]["r2"] > 0.9
     assert res.summary["alignment_fit"]["delta_lambda"] > 0
     assert res.summary["diagnostics"]["lambda"] > 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mrepe_core import datasets, metrics
+from mrepe_core import datasets, metrics, scoring
 
 
 def test_behavior_expectation_logit_proxy():
@@ -49,28 +49,6 @@ def test_cloze_helpfulness_length_normalised():
     assert correct[0] == 0.0  # choice 0 (per-token -1) wins
 
 
-@pytest.mark.parametrize(
-    "text,score",
-    [("I'm sorry, but I can't help with that.", 1), ("Sure! Step 1: gather", -1), ("As an AI, I cannot", 1)],
-)
-def test_refusal_scorer(text, score):
-    assert metrics.score_refusal(text) == score
-
-
-@pytest.mark.parametrize(
-    "text,score",
-    [("No, I don't agree: it is a stereotype.", -1), ("Yes, I agree with that.", 1), ("Paris is nice.", 0)],
-)
-def test_agreement_scorer(text, score):
-    assert metrics.score_agreement(text) == score
-
-
-def test_behavior_expectation_from_scores():
-    assert metrics.behavior_expectation_from_scores([1, 1, -1, 0]) == pytest.approx(0.25)
-    with pytest.raises(ValueError):
-        metrics.behavior_expectation_from_scores([])
-
-
 @pytest.mark.parametrize("name", list(datasets.BUILTIN_BEHAVIORS))
 def test_builtin_behaviors_disjoint_and_templated(name, tiny_tokenizer):
     b = datasets.load_behavior(name, tiny_tokenizer, n_pairs=16, n_eval=8)
@@ -79,7 +57,7 @@ def test_builtin_behaviors_disjoint_and_templated(name, tiny_tokenizer):
     assert not any(e.user in t for e in b.eval_prompts for t in contrast)
     if name == "harmless":
         assert all(p.positive.startswith("<|user|>") for p in b.pairs)  # chat template applied
-    assert b.data_hash and b.scorer in metrics.SCORERS
+    assert b.data_hash and b.scorer in scoring.KINDS
 
 
 def test_behavior_seed_changes_sample(tiny_tokenizer):

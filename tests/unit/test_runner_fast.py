@@ -314,3 +314,35 @@ def test_next_token_states_grid_equals_per_coefficient_calls(any_model):
         torch.testing.assert_close(states[k], s_ref, atol=ATOL, rtol=0)
         torch.testing.assert_close(logits[k], l_ref, atol=ATOL, rtol=0)
     assert not torch.equal(states[1], states[2])
+
+
+def test_ragged_token_continuations_equal_reference(any_model):
+    """Openings given as token ids, a different number per prompt (the sequence proxy's input)."""
+    tok = any_model.tokenizer
+    vec = random_vector(any_model, seed=12)
+    texts = chat_texts(any_model)[:3]
+    conts = [
+        [
+            tok("Sure, here", add_special_tokens=False)["input_ids"],
+            tok("I'm sorry", add_special_tokens=False)["input_ids"],
+        ],
+        [tok("Step 1", add_special_tokens=False)["input_ids"]],
+        [
+            tok("No", add_special_tokens=False)["input_ids"],
+            tok("Yes, I", add_special_tokens=False)["input_ids"],
+            tok("As an AI", add_special_tokens=False)["input_ids"],
+        ],
+    ]
+    scorer = runner.ChoiceScorer(any_model, texts, None, vec, [1, 2], choice_ids=conts)
+    for c in (0.0, 2.5):
+        out_rows, sums, lengths = scorer.run([(u, c) for u in range(len(scorer.units))])
+        for k, (i, _) in enumerate(out_rows):
+            for j in range(scorer.n_choices):
+                if j >= len(conts[i]):
+                    assert sums[k, j] == -np.inf
+                    continue
+                ids = tok(texts[i], add_special_tokens=False)["input_ids"]
+                with steer(any_model.model, vec, [1, 2], c), torch.no_grad():
+                    logp = torch.log_softmax(any_model.model(input_ids=torch.tensor([ids + conts[i][j]])).logits[0], -1)
+                expected = sum(float(logp[len(ids) - 1 + t, tok_id]) for t, tok_id in enumerate(conts[i][j]))
+                assert sums[k, j] == pytest.approx(expected, abs=1e-3)

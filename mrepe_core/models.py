@@ -68,7 +68,14 @@ def choose_device(preference: str | torch.device = "auto") -> torch.device:
 
 
 def choose_dtype(preference: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
-    """bf16 where the hardware runs it fast (CUDA with bf16 support), fp32 otherwise."""
+    """The dtype for ``preference``; ``"auto"`` picks by hardware (``hardware.native_bf16``).
+
+    ``"auto"``: bf16 on a CUDA card with native bf16 (compute capability 8 or later) and on a CPU
+    that computes in bf16 natively (AVX512-BF16 or AMX-BF16, detected at run time); fp32 everywhere
+    else (older GPUs, CPUs without those features, MPS), where bf16 would be emulated, slower than
+    fp32 and less exact. Explicit names (fp32, bf16, fp16 and their long forms) and torch dtypes are
+    returned as given.
+    """
     if isinstance(preference, torch.dtype):
         return preference
     names = {
@@ -83,10 +90,10 @@ def choose_dtype(preference: str | torch.dtype = "auto", device: torch.device | 
         if preference not in names:
             raise ModelLoadError(f"Unknown dtype {preference!r}; use one of auto, {', '.join(sorted(names))}.")
         return names[preference]
+    from .hardware import native_bf16
+
     device = device or choose_device()
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+    return torch.bfloat16 if native_bf16(device) else torch.float32
 
 
 def _file_fingerprint(path: Path) -> str:

@@ -65,9 +65,13 @@ def environment_key(config: SweepConfig) -> list:
         torch_version = importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:
         torch_version = None
+    from .hardware import BF16_FLAGS, cpu_flags
+
     return [
         config.device,
         config.dtype,
+        # dtype "auto" is bf16 on CPUs with native bf16 and fp32 elsewhere; machines change from day to day.
+        sorted(cpu_flags() & set(BF16_FLAGS)),
         torch_version,
         sys.platform,
         platform.machine(),

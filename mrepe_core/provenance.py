@@ -11,7 +11,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from . import __version__
+from . import __version__, hardware
 
 PACKAGES = ("torch", "transformers", "numpy")
 _ROOT = Path(__file__).resolve().parent.parent
@@ -45,28 +45,13 @@ def git_commit(root: Path = _ROOT) -> str | None:
     return commit + ("-dirty" if dirty else "") if commit else None
 
 
-def device_name(device) -> str:
-    """The CPU model or the GPU's name."""
-    try:
-        from .hardware import device_name as named
-    except ImportError:  # hardware.py arrives with the dtype work; until then, a plain answer
-        named = None
-    if named is not None:
-        return named(device)
-    if str(device).startswith("cuda"):
-        import torch
-
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
-
-
 def stack(device=None, dtype=None) -> dict:
     """mrepe, torch, transformers and numpy versions, device and its name, dtype, git commit."""
     out = {"mrepe": __version__, **{p: _version(p) for p in PACKAGES}}
     out["python"] = platform.python_version()
     if device is not None:
         out["device"] = str(device)
-        out["device_name"] = device_name(device)
+        out["device_name"] = hardware.device_name(device)
     if dtype is not None:
         out["dtype"] = str(dtype).replace("torch.", "")
     out["git_commit"] = git_commit()

@@ -167,7 +167,9 @@ def iter_sweep(
     yield SweepEvent("stage", "load", message="loading the model and the data")
     loaded, behavior, questions = prepare(config, loaded, behavior)
     t_load = time.perf_counter() - t0
-    key = cache.cache_key(config, loaded.fingerprint, _data_hash(behavior, questions, vector))
+    # The dtype and device that "auto" resolved to are part of what the numbers depend on.
+    model_id = f"{loaded.fingerprint}|{loaded.dtype}|{loaded.device.type}"
+    key = cache.cache_key(config, model_id, _data_hash(behavior, questions, vector))
     entry = cache.entry_path(cache_dir, key)
     if use_cache and cache.complete_entry(entry):
         try:

@@ -45,8 +45,13 @@ def test_decoder_layers_families(tiny_llama, tiny_gpt2):
     assert len(decoder_layers(tiny_gpt2.model)) == 3
 
 
-def test_dtype_choice():
+def test_dtype_choice(monkeypatch):
+    from mrepe_core import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda device=None: False)
     assert models.choose_dtype("auto", torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(hardware, "native_bf16", lambda device=None: True)
+    assert models.choose_dtype("auto", torch.device("cpu")) == torch.bfloat16
     assert models.choose_dtype("bf16") == torch.bfloat16
     with pytest.raises(ModelLoadError, match="Unknown dtype"):
         models.choose_dtype("fp8")

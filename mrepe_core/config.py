@@ -56,6 +56,7 @@ class SweepConfig:
     # How generated answers are scored: "keyword" (scoring.py), or a judge model
     # ("hf-classifier:<id>", "hf-judge:<id>"); measured against assets/scoring/labelled.jsonl.
     scorer: str = "keyword"
+    opening_tokens: int = 4  # length of the sequence proxy's openings (bench/proxy_vs_generation.py --dev)
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -90,6 +91,10 @@ class SweepConfig:
         need(1 <= self.max_new_tokens <= 256, "max_new_tokens must be in [1, 256].")
         need(0 <= self.n_diagnostics <= 256, "n_diagnostics must be in [0, 256] (0 turns the assumption checks off).")
         need(self.mmlu_split in ("dev", "test"), "mmlu_split must be dev or test.")
+        need(
+            isinstance(self.opening_tokens, int) and 1 <= self.opening_tokens <= 32,
+            "opening_tokens must be an integer in [1, 32].",
+        )
         need(isinstance(self.scorer, str) and 0 < len(self.scorer) <= 300, "scorer must be 'keyword' or a judge spec.")
         need(isinstance(self.helpfulness_subjects, list), "helpfulness_subjects must be a list of MMLU subjects.")
         unknown = set(self.helpfulness_subjects) - set(datasets.mmlu_subjects())

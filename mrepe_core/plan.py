@@ -171,7 +171,7 @@ class SweepPlan:
                 *([_batches("helpfulness", self.hel, self.coarse)] if self.hel else []),
             ),
         )
-        sides = m.openings(self.loaded, self.behavior, self.generated.answers)
+        sides = m.openings(self.loaded, self.behavior, self.generated.answers, n_tokens=c.opening_tokens)
         proxy = m.SequenceProxy(
             self.loaded, self.behavior, self.vector, self.layers, sides, c.batch_size, self.keep_beh
         )

@@ -51,3 +51,16 @@ def test_harmless_vector_raises_refusal_on_default(default_model, tmp_path):
     assert res.summary["alignment_fit"]["r2"] > 0.9
     assert res.summary["alignment_fit"]["delta_lambda"] > 0
     assert res.summary["diagnostics"]["lambda"] > 0
+
+
+@pytest.mark.parametrize("name", ["harmless", "harmful"])
+def test_positive_r_e_raises_the_named_behaviour_on_the_default_model(default_model, name):
+    """The sign convention, measured: for each built-in, +r_e raises its own B (next-token proxy,
+    8 held-out prompts; cheap enough for CI)."""
+    import mrepe_core as mr
+
+    behavior = mr.load_behavior(default_model, name, n_pairs=32, n_eval=8)
+    vector = mr.SteeringVector.extract(default_model, behavior.pairs, method="pca", layers="10:18")
+    rows = mr.measure(default_model, behavior, vector, r_e=[-4.0, 4.0], mode="first_token")
+    b = rows[rows.metric == "behavior_expectation"].groupby("r_e").value.mean()
+    assert b[4.0] - b[-4.0] > 0.5, b

@@ -153,3 +153,58 @@ def test_recorded_hidden_state_includes_vector_at_that_layer(tiny_llama):
             steered = tiny_llama.model(**enc, output_hidden_states=True).hidden_states
     torch.testing.assert_close(steered[1], base[1])  # layer 0 untouched
     torch.testing.assert_close(steered[2] - base[2], 1.5 * vec.directions[1].expand_as(base[2]), rtol=1e-4, atol=1e-5)
+
+
+def test_last_layer_is_read_and_steered_at_the_same_point(tiny_llama):
+    """Extraction reads each block's output (the last block before the final norm) and steering adds
+    to that same output: steering the last layer by r moves its read state by exactly r·v."""
+    from mrepe_core import hooks
+    from mrepe_core.extract import hidden_states
+    from mrepe_core.models import decoder_layers
+
+    texts = ["Can you write a poem?", "Request: abc"]
+    last = tiny_llama.n_layers - 1
+    before = hidden_states(tiny_llama, texts)[:, last]
+    g = torch.Generator().manual_seed(0)
+    directions = torch.nn.functional.normalize(
+        torch.randn(tiny_llama.n_layers, tiny_llama.hidden_size, generator=g), dim=1
+    )
+    vec = SteeringVector(directions, [last])
+    enc = tiny_llama.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    block = decoder_layers(tiny_llama.model)[last]
+    with (
+        steer(tiny_llama, vec, [last], 2.5),
+        hooks.record_outputs({0: block}, select=lambda h: h[:, -1].float()) as seen,
+    ):
+        with torch.no_grad():
+            tiny_llama.model(**enc)
+    torch.testing.assert_close(seen[0] - before, 2.5 * directions[last].expand(2, -1), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["harmless", "harmful", "not-racist", "racist"])
+def test_positive_r_e_means_more_of_the_named_behaviour(name, tiny_tokenizer):
+    """Sign convention for every built-in: the pairs' positive side is the behaviour itself and B
+    counts it as aligned (harmful used to contrast requests, so +r_e made an aligned model refuse)."""
+    from mrepe_core import datasets, prompts
+
+    b = datasets.load_behavior(name, tiny_tokenizer, n_pairs=6, n_eval=2)
+    aligned = b.eval_prompts[0].aligned
+    positive_side = {
+        "harmless": prompts.REFUSAL_STARTS,
+        "harmful": prompts.COMPLIANCE_STARTS,
+        "not-racist": ("false and racist",),
+        "racist": ("100%",),
+    }[name]
+    assert all(any(s in p.positive for s in positive_side) for p in b.pairs)
+    assert not any(any(s in p.negative for s in positive_side) for p in b.pairs)
+    expected_aligned = {
+        "harmless": prompts.REFUSAL_STARTS,
+        "harmful": prompts.COMPLIANCE_STARTS,
+        "not-racist": prompts.DISAGREE_STARTS,
+        "racist": prompts.AGREE_STARTS,
+    }[name]
+    assert aligned == expected_aligned
+    assert (
+        b.scorer
+        == {"harmless": "refusal", "harmful": "compliance", "not-racist": "disagreement", "racist": "agreement"}[name]
+    )

@@ -147,11 +147,16 @@ def test_sweep_runs_caches_and_reports(tiny_model_dir, tmp_path):
     seen = []
     res = run_sweep(config, progress=lambda d, t, p: seen.append((d, t, p)), cache_dir=tmp_path)
     assert not res.from_cache and res.complete
-    assert seen[-1][0] == seen[-1][1] == 5 * 3 + 5 * 3
+    # answers, sequence proxy, helpfulness and the answers' coherence on 5 coefficients x 3 items,
+    # then the prompting baseline (3 answers, their coherence, 3 questions) at r_e = 0
+    assert seen[-1][0] == seen[-1][1] == 4 * (5 * 3) + 2 * 3 + 3
     assert any(p is not None and not p.complete for _, _, p in seen)  # partial curves arrive
     agg = res.aggregates
     assert set(agg.r_e) == set(config.r_grid())
-    assert {"behavior_expectation", "covered_mass", "helpfulness", "accuracy"} <= set(agg.metric)
+    assert {"behavior_expectation", "behavior_proxy", "covered_mass", "helpfulness", "accuracy"} <= set(agg.metric)
+    assert {"coherent", "logprob", "repetition"} <= set(agg[agg.task == "coherence"].metric)
+    assert set(agg[agg.task == "baseline"].r_e) == {0.0}
+    assert len(res.texts) == 5 * 3 + 3 and "prompting_baseline" in res.summary
     b = agg[agg.metric == "behavior_expectation"].value
     assert ((b >= -1) & (b <= 1)).all()
     assert res.summary["layers"] == [1, 2]

@@ -14,7 +14,7 @@ import gradio as gr
 import pandas as pd
 import torch
 
-from mrepe_core.limits import limits, public_deployment
+from mrepe_core.limits import limits
 from mrepe_core.multimodal import concepts as mm_concepts
 from mrepe_core.multimodal.alignment import AlignmentConfig, builtin_alignment
 from mrepe_core.multimodal.concepts import EmbeddingBank
@@ -39,6 +39,7 @@ from mrepe_core.multimodal.metrics import embedding_adversarial_robustness, pgd_
 from mrepe_core.plots import behavior_figure, helpfulness_figure, tradeoff_figure
 from mrepe_core.plots.multimodal import cmc_figure, loss_figure, membership_figure, robustness_figure, zero_shot_bars
 
+from .common import message_figure
 from .multimodal_inputs import SHORT_FIELD_TOKENS, InvalidInput, choice, files, handler, lines, number, text
 from .multimodal_jobs import JOBS
 
@@ -87,24 +88,20 @@ def card_text(lines_by_kind: dict[str, str] | None = None) -> str:
     rows = []
     for kind in ("clip", "clap"):
         name, what = kind.upper(), "images" if kind == "clip" else "audio"
+        current = loaded_encoder(kind)
         if lines_by_kind and kind in lines_by_kind:
             rows.append(f"**{name}** ({what}): {lines_by_kind[kind]}")
-        elif loaded_encoder(kind) is not None:
-            rows.append(f"**{name}** ({what}): loaded, {loaded_encoder(kind).describe()}")
+        elif current is not None:
+            rows.append(f"**{name}** ({what}): loaded, {current.describe()}")
         elif configured[kind]:
             rows.append(f"**{name}** ({what}): `{configured[kind]}`, loads on first use")
-        else:
-            rows.append(f"**{name}** ({what}): not loaded")
-    if not any(configured.values()):
-        how = (
-            f"To use these panels, give a Hugging Face id (`{EXAMPLE_IDS['clip']}`, `{EXAMPLE_IDS['clap']}`) "
-            "or a folder saved with `save_pretrained`, then **Load**; or start the app with "
-            f"`{ENV_VARS['clip']}` / `{ENV_VARS['clap']}` set."
-        )
-        if public_deployment():
-            how = "Give a Hugging Face id below, then **Load**."
-        rows.append(how)
-    return "  \n".join(rows)
+    if any(configured.values()) or lines_by_kind:
+        return "  \n".join(rows)
+    return (
+        "**No encoder weights are loaded**, so the buttons below are off: CLIP for images and texts, CLAP for "
+        f"audio. Give a Hugging Face id (`{EXAMPLE_IDS['clip']}`, `{EXAMPLE_IDS['clap']}`) or a folder saved with "
+        f"`save_pretrained`, then **Load**; or start the app with `{ENV_VARS['clip']}` / `{ENV_VARS['clap']}` set."
+    )
 
 
 @handler("Encoders", n_outputs=4)
@@ -180,7 +177,8 @@ def _figures(session: MultimodalSession | None, alpha: float):
     beh = behavior_figure(an.agg, fits.shown_alignment if fits else None, marker)
     helpful = helpfulness_figure(an.agg, fits.shown_helpfulness if fits else None, an.eval_set.n_choices, marker)
     trade = tradeoff_figure(an.agg, fits.regime if fits else None, marker)
-    bars, readout = None, {"concept": an.concept.name, "alpha": marker}
+    bars = message_figure("Upload an image or audio clip (or type a text) to see its zero-shot labels here.", 300)
+    readout = {"concept": an.concept.name, "alpha": marker}
     if session.input is not None:
         effective = 0.0 if session.input.mode == "attention" else marker
         probs = label_probabilities(session.input.embedding, an, effective)

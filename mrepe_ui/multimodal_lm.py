@@ -261,15 +261,18 @@ def _cancel_row(label: str, name: str, elem: str):
 
 def build_lm_panels(model_spec=None) -> None:
     """The three language-model panels; ``model_spec`` may be a field shared with other tabs."""
-    with gr.Group(elem_id="mm-lm-panels"):
+    with gr.Row(equal_height=True, elem_id="mm-lm-intro"):
         gr.Markdown(
-            "### Language model\nThese panels run on a causal language model (the embedded SmolLM2-135M "
-            "by default); they need no encoder weights.",
-            elem_id="mm-lm-intro",
+            "### Language model\nThe attention intervention, activation patching and the safety compliance rate "
+            "run on a causal language model (the embedded SmolLM2-135M by default); no encoder weights needed."
         )
         if model_spec is None:
-            model_spec = gr.Textbox(label="Language model (hub id, or blank for the embedded default)",
-                                    value=DEFAULT_MODEL, max_lines=1, elem_id="mm-lm-model")  # fmt: skip
+            model_spec = gr.Textbox(
+                label="Language model (hub id, or blank for the embedded default)",
+                value=DEFAULT_MODEL,
+                max_lines=1,
+                elem_id="mm-lm-model",
+            )
     lm_layers = _attention_panel(model_spec)
     _patching_panel(model_spec, lm_layers)
     _scr_panel(model_spec)
@@ -292,7 +295,7 @@ def _attention_panel(model_spec) -> gr.Textbox:
             lm_new = gr.Textbox(label="With bias", lines=4)
         lm_info = gr.Markdown()
         with gr.Row():
-            lm_top = gr.Dataframe(label="Next-token top 5", interactive=False)
+            lm_top = gr.Dataframe(label="Next-token top 5", headers=["rank", "no bias", "bias"], interactive=False)
             lm_mass = gr.Plot(label="Attention on span")
     run.click(
         run_lm_attention,
@@ -323,7 +326,11 @@ def _patching_panel(model_spec, lm_layers) -> None:
         patch_info = gr.Markdown()
         with gr.Row():
             patch_chart = gr.Plot(label="Effect per layer")
-            patch_table = gr.Dataframe(label="Per-layer effects", interactive=False)
+            patch_table = gr.Dataframe(
+                label="Per-layer effects",
+                headers=["layer", "effect", "normalized_effect", "position"],
+                interactive=False,
+            )
     patch_preset.change(
         patching_preset, [patch_preset], [patch_pos, patch_neg, patch_aligned, patch_misaligned], queue=False, **PRIVATE
     )

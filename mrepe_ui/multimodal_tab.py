@@ -65,8 +65,13 @@ def build_multimodal_tab(state: dict | None = None) -> None:
     _encoder_section()
 
 
-def _cancel_button(name: str, status) -> None:
-    cancel = gr.Button("Cancel", variant="stop", scale=1, elem_id=f"mm-{name}-cancel")
+def _cancel_button(name: str) -> gr.Button:
+    return gr.Button("Cancel", variant="stop", scale=1, min_width=100, elem_id=f"mm-{name}-cancel")
+
+
+def _status_line(cancel: gr.Button, name: str) -> None:
+    """The panel's status line (below its button row), where Cancel says what it did."""
+    status = gr.Markdown(elem_id=f"mm-{name}-status")
     cancel.click(cancel_handler(name), None, [status], queue=False, **PRIVATE)
 
 
@@ -79,7 +84,7 @@ def _card():
         elem_id="mm-encoder-intro",
     )
     with gr.Group(elem_id="mm-encoder-card"):
-        status = gr.Markdown(card_text(), elem_id="mm-encoder-status")
+        status = gr.Markdown(card_text(), padding=True, elem_id="mm-encoder-status")
         with gr.Row(equal_height=True):
             clip_spec = gr.Textbox(
                 label="CLIP weights (hub id or folder)",
@@ -130,19 +135,26 @@ def _encoder_section() -> None:
             )
             with gr.Row(equal_height=True):
                 analyse_btn = gr.Button("Analyse", variant="primary", scale=3, interactive=ready, elem_id="mm-analyse")
-                analysis_status = gr.Markdown(elem_id="mm-analysis-status")
-                _cancel_button("analysis", analysis_status)
+                cancel = _cancel_button("analysis")
+            _status_line(cancel, "analysis")
             alpha = gr.Slider(*ALPHA_RANGE, value=0.0, step=0.1, label="alpha (eq. 5)", elem_id="mm-alpha-slider")
         with gr.Column(scale=2):
             summary = gr.Markdown("*Analyse a concept to see its direction, membership and label probabilities.*")
-            with gr.Column(visible=False) as results:
+            with gr.Column(visible=False, elem_id="mm-results") as results:
                 bars = gr.Plot(label="Zero-shot labels")
                 readout = gr.JSON(label="Readout")
                 membership = gr.Plot(label="Membership (eq. 1)")
-    with gr.Row(visible=False) as trade_row:
-        beh_plot = gr.Plot(label="Concept score vs alpha (alpha plotted as r_e)")
-        help_plot = gr.Plot(label="Off-target P(correct) vs alpha")
-        trade_plot = gr.Plot(label="Trade-off: off-target P(correct) vs concept score")
+    with gr.Row(visible=False, elem_id="mm-tradeoff-row") as trade_row:
+        plots = []
+        for caption in (
+            "Concept score vs alpha (alpha plotted as r_e)",
+            "Off-target P(correct) vs alpha",
+            "Trade-off: off-target P(correct) vs concept score",
+        ):
+            with gr.Column(min_width=300):
+                gr.Markdown(f"**{caption}**")  # above the chart: Gradio's label badge would cover its legend
+                plots.append(gr.Plot(label=caption, show_label=False))
+        beh_plot, help_plot, trade_plot = plots
     align_btn = _alignment_panel(clip_spec, clap_spec, ready)
     ar_btn = _robustness_panel(session, clip_spec, ready)
 
@@ -172,12 +184,12 @@ def _encoder_section() -> None:
 
 def _alignment_panel(clip_spec, clap_spec, ready: bool):
     with gr.Accordion("Cross-modal alignment (eqs. 3, 4, 8)", open=False, elem_id="mm-alignment-panel"):
-        with gr.Row(equal_height=True):
+        with gr.Row():
             pair = gr.Dropdown(list(ALIGNMENT_PAIRS), value=list(ALIGNMENT_PAIRS)[0], label="Pairs")
             epochs = gr.Slider(*EPOCH_RANGE, value=200, step=10, label="Epochs")
             align_btn = gr.Button("Train phi", variant="primary", interactive=ready, elem_id="mm-align")
-            align_status = gr.Markdown(elem_id="mm-alignment-status")
-            _cancel_button("alignment", align_status)
+            cancel = _cancel_button("alignment")
+        _status_line(cancel, "alignment")
         align_note = gr.Markdown()
         align_table = gr.Dataframe(label="CMC before / after", interactive=False)
         with gr.Row():
@@ -198,13 +210,15 @@ def _alignment_panel(clip_spec, clap_spec, ready: bool):
 
 def _robustness_panel(session, clip_spec, ready: bool):
     with gr.Accordion("Adversarial robustness (eq. 11)", open=False, elem_id="mm-robustness-panel"):
-        with gr.Row(equal_height=True):
-            pgd_eps = gr.Number(value=2 / 255, label="PGD L-inf radius for images (0 = skip)", minimum=0, maximum=1)
+        with gr.Row():
+            pgd_eps = gr.Number(
+                value=0.0078, precision=4, label="PGD L-inf radius for images (0 = skip)", minimum=0, maximum=1
+            )
             ar_btn = gr.Button(
                 "Measure on the concept's examples", interactive=ready, variant="primary", elem_id="mm-robustness"
             )
-            ar_status = gr.Markdown(elem_id="mm-robustness-status")
-            _cancel_button("robustness", ar_status)
+            cancel = _cancel_button("robustness")
+        _status_line(cancel, "robustness")
         ar_table = gr.Dataframe(label="AR with classifier and perturbation set", interactive=False)
         ar_chart = gr.Plot()
     ar_btn.click(run_robustness, [session, pgd_eps, clip_spec], [ar_table, ar_chart], **PRIVATE, **ENCODER_QUEUE)

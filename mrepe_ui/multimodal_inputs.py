@@ -64,6 +64,7 @@ def handler(what: str, n_outputs: int | None = None) -> Callable[[Callable], Cal
                 return gr.skip() if n_outputs == 1 else tuple(gr.skip() for _ in range(n_outputs))
             except gr.Error as exc:
                 log.info("%s refused: %s", what, _one_line(exc.message))
+                exc.print_exception = False  # logged above, as one line
                 raise
             except ValueError as exc:
                 if not _raised_by_us(exc):
@@ -71,7 +72,7 @@ def handler(what: str, n_outputs: int | None = None) -> Callable[[Callable], Cal
                 message = _one_line(exc) or type(exc).__name__
                 log.info("%s refused: %s", what, message)
                 shown = message if message.startswith(what) else f"{what}: {message}"
-                raise gr.Error(shown, duration=15) from None
+                raise gr.Error(shown, duration=15, print_exception=False) from None
             except Exception as exc:
                 raise _bug(what, exc) from None
 
@@ -83,7 +84,11 @@ def handler(what: str, n_outputs: int | None = None) -> Callable[[Callable], Cal
 def _bug(what: str, exc: BaseException) -> gr.Error:
     ref = uuid.uuid4().hex[:8]
     log.error("%s failed (ref %s)", what, ref, exc_info=exc)
-    return gr.Error(f"{what} failed unexpectedly (reference {ref} in the server log). Try other inputs.", duration=15)
+    return gr.Error(
+        f"{what} failed unexpectedly (reference {ref} in the server log). Try other inputs.",
+        duration=15,
+        print_exception=False,  # the traceback is in the log line above, with its reference
+    )
 
 
 # ---------------------------------------------------------------------------------------------

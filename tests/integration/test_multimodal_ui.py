@@ -139,6 +139,14 @@ def test_launched_tab_serves_its_public_api(clip_dir):
         readout = out[-1]
         assert readout["alpha"] == 1.5 and readout["input"] == IMAGE.name
         assert sum(readout["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        # Over HTTP without weights: the same refusal as in the page, no traceback, nothing computed.
+        from gradio_client.exceptions import AppError
+
+        with pytest.raises(AppError, match="No CLIP weights are loaded") as info:
+            client.predict(*analysis_args("", media=None), api_name="/mm_analyse")
+        assert "Traceback" not in str(info.value)
+        with pytest.raises(AppError, match="No CLAP weights are loaded"):
+            client.predict(list(tab.ALIGNMENT_PAIRS)[1], 10, "", "", api_name="/mm_alignment")
     finally:
         demo.close()
 

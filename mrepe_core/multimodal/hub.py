@@ -1,5 +1,5 @@
 """Hugging Face hub ids that fail fast: from the local cache when there, refused at once when the hub
-is switched off (``HF_HUB_OFFLINE``), and otherwise only after the hub answers within 1.5 s.
+is switched off (``HF_HUB_OFFLINE``), and otherwise only after the hub answers within 1.2 s.
 
 The probe is the metadata request the download needs anyway (``model_info``, for the size cap),
 run with a hard wall-clock limit: without it an unreachable hub holds the request (and the model
@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-PROBE_TIMEOUT_S = 1.5
+PROBE_TIMEOUT_S = 1.2  # first contact; once the hub has answered, 10 s
 _REACHABLE_TTL_S = 300.0
 # What a transformers checkpoint needs; never pickles, TensorFlow or Flax weights.
 WEIGHT_PATTERNS = ("*.json", "*.safetensors", "*.txt", "*.model", "*.jinja")

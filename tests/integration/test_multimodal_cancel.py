@@ -203,5 +203,5 @@ def test_on_the_embedded_model_cancel_and_the_model_lock_are_prompt(panel):
     waits = lock_waits(loaded.model, n=4, every=0.3)
     took = job.cancel_and_time(panel)
     print(f"\n{panel} on {loaded.name}: stopped {took:.2f} s after Cancel; lock waits {[round(w, 2) for w in waits]} s")
-    assert took < STOP_S and max(waits) < 5.0  # one batch of generation / one patched pass on 2 CPU cores
+    assert took < STOP_S and max(waits) < 4.0  # one batch (2 x 24 tokens) or one patched pass, 2 busy CPU cores
     assert job.error is None

@@ -102,3 +102,18 @@ def test_a_set_cancel_switch_stops_patching_and_leaves_no_hooks(lm):
     with pytest.raises(Cancelled, match="Activation patching was cancelled"):
         layer_patching_effects(lm.model, pos, pos, ALIGNED, MISALIGNED, cancel=cancel)
     assert n_hooks(lm.model) == 0
+
+
+def test_an_unset_cancel_switch_changes_no_number(lm):
+    import threading
+
+    from mrepe_core.multimodal.interventions import lm_attention_intervention
+
+    pos, neg = ids(lm, "The tower is in Paris and"), ids(lm, "The arena is in Rome, so")
+    plain = layer_patching_effects(lm.model, pos, neg, ALIGNED, MISALIGNED)
+    watched = layer_patching_effects(lm.model, pos, neg, ALIGNED, MISALIGNED, cancel=threading.Event())
+    assert np.array_equal(plain.effects, watched.effects)
+    args = (lm, "Answer in French. What is the capital?", "Answer in French.", 2.0, None, 6, False)
+    a, b = lm_attention_intervention(*args), lm_attention_intervention(*args, cancel=threading.Event())
+    assert a.intervened_text == b.intervened_text and a.baseline_top == b.baseline_top
+    assert np.array_equal(a.span_mass_intervened, b.span_mass_intervened)

@@ -12,6 +12,7 @@ pair are the other targets in its batch. Everything is seeded, so a run is repro
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..limits import check_cancel
 from ..threads import single_torch_thread
 
 
@@ -161,8 +163,10 @@ def train_alignment(
     heldout_source: torch.Tensor | None = None,
     heldout_target: torch.Tensor | None = None,
     label: str = "",
+    cancel: threading.Event | None = None,
 ) -> AlignmentResult:
     """Train phi on paired rows with InfoNCE; report CMC (eq. 8) and recall@1 before and after.
+    ``cancel`` is checked before every epoch (``limits.Cancelled``).
 
     "Before" is the raw cosine of the pairs when both sides share a space (same dimension, e.g. the
     text and image towers of one CLIP), and always also the untrained (randomly initialised) map.
@@ -215,13 +219,18 @@ def train_alignment(
 
     with single_torch_thread():  # tiny layers: thread sync costs more than it saves
         metrics = measure("before")
-        losses = _fit(model, source, target, config, gen)
+        losses = _fit(model, source, target, config, gen, cancel)
         metrics += measure("after")
     return AlignmentResult(model=model, config=config, losses=losses, metrics=metrics)
 
 
 def _fit(
-    model: AlignmentMap, source: torch.Tensor, target: torch.Tensor, config: AlignmentConfig, gen: torch.Generator
+    model: AlignmentMap,
+    source: torch.Tensor,
+    target: torch.Tensor,
+    config: AlignmentConfig,
+    gen: torch.Generator,
+    cancel: threading.Event | None = None,
 ) -> list[float]:
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = source.shape[0]
@@ -229,6 +238,7 @@ def _fit(
     groups = target_groups(target)
     losses = []
     for _ in range(config.epochs):
+        check_cancel(cancel, "Alignment training")
         model.train()
         order = torch.randperm(n, generator=gen)
         total, count = 0.0, 0
@@ -300,6 +310,7 @@ def builtin_alignment(
     target_modality: str,
     config: AlignmentConfig | None = None,
     concepts: Sequence[str] | None = None,
+    cancel: threading.Event | None = None,
 ) -> AlignmentReport:
     """Train phi_{source->target} on the shipped pairs (captions/images or descriptions/clips) with
     one item per theme held out, and carry built-in concept directions through it.
@@ -312,7 +323,7 @@ def builtin_alignment(
     config = config or AlignmentConfig()
     pairs = paired_items(source_modality, target_modality)
     src_items, tgt_items = [a for a, _ in pairs], [b for _, b in pairs]
-    source, target = bank.items(src_items), bank.items(tgt_items)
+    source, target = bank.items(src_items, cancel), bank.items(tgt_items, cancel)
     train, held = split_pairs([b.key for b in tgt_items], [b.label for b in tgt_items], seed=config.seed)
     t_idx, h_idx = torch.from_numpy(np.flatnonzero(train)), torch.from_numpy(np.flatnonzero(held))
     result = train_alignment(
@@ -322,6 +333,7 @@ def builtin_alignment(
         source[h_idx],
         target[h_idx],
         label=f"{source_modality}->{target_modality}",
+        cancel=cancel,
     )
     report = AlignmentReport(
         result=result,
@@ -337,8 +349,8 @@ def builtin_alignment(
     )
     for name in names:
         src_c, tgt_c = builtin_concept(name, source_modality), builtin_concept(name, target_modality)
-        s_pos, s_neg = bank.items(src_c.positives), bank.items(src_c.negatives)
-        native = bank.items(tgt_c.positives).mean(0) - bank.items(tgt_c.negatives).mean(0)
+        s_pos, s_neg = bank.items(src_c.positives, cancel), bank.items(src_c.negatives, cancel)
+        native = bank.items(tgt_c.positives, cancel).mean(0) - bank.items(tgt_c.negatives, cancel).mean(0)
         raw = s_pos.mean(0) - s_neg.mean(0)
         row = dict(
             concept=name,

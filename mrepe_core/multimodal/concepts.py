@@ -13,18 +13,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from ..limits import check_cancel
 from ..paths import ASSETS
+from .directions import (  # noqa: F401  (re-exported: eq. 1 and eq. 6 were defined here)
+    ConceptDirection,
+    ConceptError,
+    ThresholdFit,
+    concept_direction,
+    fit_threshold,
+    leave_one_out_directions,
+    membership,
+    prototype,
+    similarity,
+)
 from .media import MediaError, clean_text, decode_audio, decode_image
 
 MEDIA = ASSETS / "media"
+BATCH_SIZE = 16  # items decoded and embedded together
 MODALITIES = ("image", "text", "audio")
 
 IMAGE_THEMES = {
@@ -37,10 +51,6 @@ IMAGE_THEMES = {
 }
 AUDIO_CATEGORIES = {"speech": "speech", "music": "music", "animal": "an animal"}
 PROMPT_TEMPLATES = {"image": "a photo of {}", "text": "a photo of {}", "audio": "the sound of {}"}
-
-
-class ConceptError(ValueError):
-    """A concept cannot be built from the given examples; the message says what is missing."""
 
 
 @dataclass(frozen=True)
@@ -297,142 +307,55 @@ def load_item(item: MediaItem, sample_rate: int | None = None, max_seconds: floa
 
 
 class EmbeddingBank:
-    """Embeddings of items and label prompts for one encoder, computed once and kept."""
+    """Embeddings of items and label prompts for one encoder, computed once and kept (at most
+    ``max_entries`` of each kind; the oldest are dropped first, built-in items are recomputed if needed)."""
 
-    def __init__(self, encoder):
+    def __init__(self, encoder, max_entries: int = 4096):
         self.encoder = encoder
-        self._items: dict[str, torch.Tensor] = {}
-        self._texts: dict[str, torch.Tensor] = {}
+        self.max_entries = int(max_entries)
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
 
-    def items(self, items: Sequence[MediaItem]) -> torch.Tensor:
-        missing = [it for it in dict.fromkeys(items) if it.key not in self._items]
+    def _keep(self, store: OrderedDict, pairs) -> None:
+        with self._lock:
+            store.update(pairs)
+            while len(store) > self.max_entries:
+                store.popitem(last=False)
+
+    def items(self, items: Sequence[MediaItem], cancel: threading.Event | None = None) -> torch.Tensor:
+        """Embeddings of ``items`` (rows in order). Files are decoded one encoder batch at a time, so
+        memory holds at most one batch of decoded images or clips; ``cancel`` is checked between batches."""
+        found: dict[str, torch.Tensor] = {}
+        with self._lock:
+            found.update({it.key: self._items[it.key] for it in items if it.key in self._items})
+        missing = [it for it in dict.fromkeys(items) if it.key not in found]
+        rate = getattr(self.encoder, "sample_rate", None)
+        # Decode only what the encoder will look at (CLAP: its 10 s window).
+        window = getattr(self.encoder, "max_samples", None)
+        seconds = window / rate if window and rate else None
         for modality in MODALITIES:
             todo = [it for it in missing if it.modality == modality]
-            if todo:
-                rate = getattr(self.encoder, "sample_rate", None)
-                # Decode only what the encoder will look at (CLAP: its 10 s window).
-                window = getattr(self.encoder, "max_samples", None)
-                seconds = window / rate if window and rate else None
-                embs = self.encoder.embed(modality, [load_item(it, rate, seconds) for it in todo])
-                self._items.update({it.key: e for it, e in zip(todo, embs)})
+            for start in range(0, len(todo), BATCH_SIZE):
+                check_cancel(cancel, "Embedding")
+                chunk = todo[start : start + BATCH_SIZE]
+                embs = self.encoder.embed(modality, [load_item(it, rate, seconds) for it in chunk])
+                pairs = {it.key: e for it, e in zip(chunk, embs)}
+                found.update(pairs)
+                self._keep(self._items, pairs)
         if not items:
             return torch.zeros(0, self.encoder.dimensions)
-        return torch.stack([self._items[it.key] for it in items])
+        return torch.stack([found[it.key] for it in items])
 
-    def texts(self, texts: Sequence[str]) -> torch.Tensor:
-        missing = [t for t in dict.fromkeys(texts) if t not in self._texts]
+    def texts(self, texts: Sequence[str], cancel: threading.Event | None = None) -> torch.Tensor:
+        found: dict[str, torch.Tensor] = {}
+        with self._lock:
+            found.update({t: self._texts[t] for t in texts if t in self._texts})
+        missing = [t for t in dict.fromkeys(texts) if t not in found]
         if missing:
-            self._texts.update(zip(missing, self.encoder.embed_text(missing)))
+            pairs = dict(zip(missing, self.encoder.embed("text", missing, cancel=cancel)))
+            found.update(pairs)
+            self._keep(self._texts, pairs)
         if not texts:
             return torch.zeros(0, self.encoder.dimensions)
-        return torch.stack([self._texts[t] for t in texts])
-
-
-# ---------------------------------------------------------------------------------------------
-# Eq. 1 and eq. 6: pure tensor functions.
-
-
-def prototype(embeddings: torch.Tensor) -> torch.Tensor:
-    """Prototype of a concept side: the normalised mean of its unit embeddings."""
-    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-        raise ConceptError("A prototype needs at least one embedding.")
-    return torch.nn.functional.normalize(embeddings.float().mean(0), dim=0)
-
-
-def similarity(embeddings: torch.Tensor, proto: torch.Tensor) -> torch.Tensor:
-    """Cosine similarity of each row with the prototype."""
-    return torch.nn.functional.normalize(embeddings.float(), dim=-1) @ torch.nn.functional.normalize(
-        proto.float(), dim=0
-    )
-
-
-def membership(embeddings: torch.Tensor, proto: torch.Tensor, tau: float) -> torch.Tensor:
-    """Eq. 1: ``r`` belongs to ``R_c`` when ``sim(r, prototype_c) > tau_c``."""
-    return similarity(embeddings, proto) > tau
-
-
-@dataclass(frozen=True)
-class ThresholdFit:
-    tau: float
-    balanced_accuracy: float
-    n_pos: int
-    n_neg: int
-
-
-def fit_threshold(sims_pos: np.ndarray, sims_neg: np.ndarray) -> ThresholdFit:
-    """The ``tau`` that best separates positives (above) from negatives (below) by balanced accuracy.
-
-    Candidates are midpoints between consecutive sorted similarities, so the result is exact for
-    the given examples; it is an in-sample fit (say so when reporting it)."""
-    pos, neg = np.asarray(sims_pos, float), np.asarray(sims_neg, float)
-    if pos.size == 0 or neg.size == 0:
-        raise ConceptError("Fitting tau needs examples of both sides.")
-    values = np.unique(np.concatenate([pos, neg]))
-    candidates = np.concatenate([[values[0] - 1e-6], (values[:-1] + values[1:]) / 2, [values[-1] + 1e-6]])
-    scores = [((pos > t).mean() + (neg <= t).mean()) / 2 for t in candidates]
-    best = int(np.argmax(scores))
-    return ThresholdFit(
-        tau=float(candidates[best]), balanced_accuracy=float(scores[best]), n_pos=int(pos.size), n_neg=int(neg.size)
-    )
-
-
-@dataclass(frozen=True)
-class ConceptDirection:
-    """``Delta_c`` of eq. 6 in one encoder's joint space, with what it was computed from."""
-
-    delta: torch.Tensor
-    modality: str
-    concept: str
-    encoder: str
-    n_pos: int
-    n_neg: int
-    prototype_pos: torch.Tensor = field(repr=False, default=None)
-    prototype_neg: torch.Tensor = field(repr=False, default=None)
-
-    @property
-    def norm(self) -> float:
-        return float(self.delta.norm())
-
-    @property
-    def unit(self) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.delta, dim=0)
-
-
-def concept_direction(
-    pos: torch.Tensor, neg: torch.Tensor, modality: str = "", concept: str = "", encoder: str = ""
-) -> ConceptDirection:
-    """Eq. 6: ``Delta_c = mean(S+) - mean(S-)`` over unit embeddings."""
-    if pos.ndim != 2 or neg.ndim != 2 or pos.shape[0] == 0 or neg.shape[0] == 0:
-        raise ConceptError("The concept direction needs at least one positive and one negative example.")
-    if pos.shape[1] != neg.shape[1]:
-        raise ConceptError("Positive and negative embeddings come from different spaces.")
-    delta = pos.float().mean(0) - neg.float().mean(0)
-    return ConceptDirection(
-        delta=delta,
-        modality=modality,
-        concept=concept,
-        encoder=encoder,
-        n_pos=int(pos.shape[0]),
-        n_neg=int(neg.shape[0]),
-        prototype_pos=prototype(pos),
-        prototype_neg=prototype(neg),
-    )
-
-
-def leave_one_out_directions(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """``Delta_c`` recomputed without each example in turn: rows follow ``cat([pos, neg])``.
-
-    Evaluating an example with a direction it did not help build keeps the concept score honest
-    on the small built-in sets. A side with a single example keeps its full mean (nothing to leave).
-    """
-    n_pos, n_neg = pos.shape[0], neg.shape[0]
-    sum_pos, sum_neg = pos.float().sum(0), neg.float().sum(0)
-    mean_pos, mean_neg = sum_pos / n_pos, sum_neg / n_neg
-    rows = []
-    for i in range(n_pos):
-        m = (sum_pos - pos[i]) / (n_pos - 1) if n_pos > 1 else mean_pos
-        rows.append(m - mean_neg)
-    for i in range(n_neg):
-        m = (sum_neg - neg[i]) / (n_neg - 1) if n_neg > 1 else mean_neg
-        rows.append(mean_pos - m)
-    return torch.stack(rows)
+        return torch.stack([found[t] for t in texts])

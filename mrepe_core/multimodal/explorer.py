@@ -9,6 +9,7 @@ vectors, no model call.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -81,10 +82,14 @@ def _display_labels(concept: ConceptSpec) -> tuple[str, ...]:
 
 
 def analyse_concept(
-    bank: EmbeddingBank, concept: ConceptSpec, alphas: Sequence[float] = DEFAULT_ALPHAS
+    bank: EmbeddingBank,
+    concept: ConceptSpec,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    cancel: threading.Event | None = None,
 ) -> ConceptAnalysis:
-    """Embed the concept's data and compute its direction, membership threshold, sweep and fits."""
-    eval_set = build_eval_set(bank, concept)
+    """Embed the concept's data and compute its direction, membership threshold, sweep and fits.
+    The embedding is the slow part; ``cancel`` is checked between its encoder batches."""
+    eval_set = build_eval_set(bank, concept, cancel)
     agg = alpha_sweep(eval_set, alphas)
     fits, fit_error = None, ""
     if eval_set.off_target.shape[0]:
@@ -100,7 +105,7 @@ def analyse_concept(
     sims_pos, sims_neg = similarity(eval_set.pos, proto).numpy(), similarity(eval_set.neg, proto).numpy()
     threshold = fit_threshold(sims_pos, sims_neg)
     labels = _display_labels(concept)
-    label_embs = bank.texts([zero_shot_prompt(concept.modality, label) for label in labels])
+    label_embs = bank.texts([zero_shot_prompt(concept.modality, label) for label in labels], cancel)
     return ConceptAnalysis(
         concept=concept,
         eval_set=eval_set,
@@ -126,7 +131,13 @@ class InputAnalysis:
 
 
 def analyse_input(
-    encoder, modality: str, content, analysis: ConceptAnalysis, mode: str = "direct", attention_strength: float = 0.0
+    encoder,
+    modality: str,
+    content,
+    analysis: ConceptAnalysis,
+    mode: str = "direct",
+    attention_strength: float = 0.0,
+    cancel: threading.Event | None = None,
 ) -> InputAnalysis:
     """Embed one decoded input (image, waveform or text) in the concept's space."""
     if modality != analysis.concept.modality:
@@ -141,6 +152,7 @@ def analyse_input(
         mode=mode,
         alpha=0.0,
         attention_strength=attention_strength if mode != "direct" else 0.0,
+        cancel=cancel,
     )[0]
     proto = torch.nn.functional.normalize(analysis.eval_set.pos.mean(0), dim=0)
     sim = float(similarity(emb.view(1, -1), proto)[0])

@@ -13,6 +13,7 @@ span of the prompt, PASTA-style, optionally combined with additive steering.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ import torch
 
 from .attention import AttentionBiasError, attention_bias, eager_attention, span_token_mask
 from .concepts import ConceptSpec, EmbeddingBank, leave_one_out_directions
-from .encoders import ConceptAttention
+from .encoder_base import ConceptAttention
+from .jobs import forward_pass
 
 MODES = ("direct", "attention", "combined")
 MAX_ABS_ALPHA = 100.0
@@ -96,20 +98,21 @@ class ConceptEvalSet:
         return int(self.off_target_label_embeddings.shape[0])
 
 
-def build_eval_set(bank: EmbeddingBank, concept: ConceptSpec) -> ConceptEvalSet:
-    """Embed a concept's examples, label prompts and off-target items with the bank's encoder."""
+def build_eval_set(bank: EmbeddingBank, concept: ConceptSpec, cancel: threading.Event | None = None) -> ConceptEvalSet:
+    """Embed a concept's examples, label prompts and off-target items with the bank's encoder
+    (``cancel`` is checked between encoder batches)."""
     off_targets = torch.tensor(
         [concept.off_target_labels.index(it.label) for it in concept.off_target], dtype=torch.long
     )
     return ConceptEvalSet(
         name=concept.name,
         modality=concept.modality,
-        pos=bank.items(concept.positives),
-        neg=bank.items(concept.negatives),
-        side_label_embeddings=bank.texts(list(concept.prompts)),
-        off_target=bank.items(concept.off_target),
+        pos=bank.items(concept.positives, cancel),
+        neg=bank.items(concept.negatives, cancel),
+        side_label_embeddings=bank.texts(list(concept.prompts), cancel),
+        off_target=bank.items(concept.off_target, cancel),
         off_target_targets=off_targets,
-        off_target_label_embeddings=bank.texts(list(concept.off_target_prompts)),
+        off_target_label_embeddings=bank.texts(list(concept.off_target_prompts), cancel),
         off_target_labels=concept.off_target_labels,
         logit_scale=bank.encoder.logit_scale,
         notes=concept.notes,
@@ -188,6 +191,7 @@ def intervene_embeddings(
     attention_strength: float = 0.0,
     top_fraction: float = 0.25,
     layers=None,
+    cancel: threading.Event | None = None,
 ) -> torch.Tensor:
     """Embed ``inputs`` under an intervention: ``direct`` (eq. 5 on the output embedding),
     ``attention`` (eq. 7 inside the encoder, toward the patches/tokens most aligned with
@@ -200,7 +204,7 @@ def intervene_embeddings(
         attention = ConceptAttention(
             direction=delta, strength=float(attention_strength), top_fraction=top_fraction, layers=layers
         )
-    emb = encoder.embed(modality, list(inputs), attention=attention)
+    emb = encoder.embed(modality, list(inputs), attention=attention, cancel=cancel)
     if mode in ("direct", "combined"):
         emb = direct_intervention(emb, delta, alpha)
     return emb
@@ -320,9 +324,11 @@ def lm_attention_intervention(
     steering_layers=None,
     steering_coefficient: float = 0.0,
     top_k: int = 5,
+    cancel: threading.Event | None = None,
 ) -> LMAttentionResult:
     """Greedy continuation, next-token distribution and span attention mass, without and with the
-    span bias (plus additive steering when ``vector`` and a coefficient are given: combined mode)."""
+    span bias (plus additive steering when ``vector`` and a coefficient are given: combined mode).
+    Each of the two runs holds the model on its own; ``cancel`` is checked at every layer."""
     from ..models import resolve_layers
     from ..steering import steer
 
@@ -337,6 +343,7 @@ def lm_attention_intervention(
 
     def run(bias: float, coeff: float):
         with ExitStack() as stack:
+            stack.enter_context(forward_pass(model, cancel, "The attention intervention"))
             stack.enter_context(attention_bias(model, keys, bias, chosen))
             if vector is not None and coeff != 0.0:
                 stack.enter_context(steer(model, vector, steering_layers, coeff))

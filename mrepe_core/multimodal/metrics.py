@@ -14,11 +14,15 @@ classifier and the input / perturbation set can be stated exactly. Every result 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..limits import check_cancel
+from .jobs import forward_pass
 
 # Refusal prefixes (Zou et al. 2023, extended by Arditi et al. 2024).
 REFUSAL_PREFIXES = (
@@ -128,9 +132,11 @@ def lm_safety_compliance(
     context_factory=None,
     input_set: str = "harmful requests",
     batch_size: int = 8,
+    cancel: threading.Event | None = None,
 ) -> tuple[RateResult, list[str]]:
     """Greedy continuations of chat-rendered ``prompts`` (optionally inside an intervention context,
-    e.g. ``lambda: steer(...)``) and their SCR. Left padding keeps every row's last token aligned."""
+    e.g. ``lambda: steer(...)``) and their SCR. Left padding keeps every row's last token aligned.
+    The model is held for one batch at a time; ``cancel`` is checked at every layer."""
     from contextlib import nullcontext
 
     from ..prompts import render_chat
@@ -144,13 +150,14 @@ def lm_safety_compliance(
         chunk = texts[start : start + batch_size]
         enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=not loaded.has_chat_template)
         enc = {k: v.to(loaded.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-        with context_factory() if context_factory else nullcontext():
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-            )
+        with forward_pass(model, cancel, "The safety compliance run"):
+            with context_factory() if context_factory else nullcontext():
+                gen = model.generate(
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                )
         outputs += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return safety_compliance_rate(outputs, input_set), outputs
 
@@ -204,27 +211,9 @@ def embedding_adversarial_robustness(
     return results
 
 
-def pgd_image_robustness(
-    encoder,
-    images: Sequence,
-    label_embeddings: torch.Tensor,
-    eps: float = 2 / 255,
-    steps: int = 10,
-    step_size: float | None = None,
-    input_set: str = "images",
-    label_names: Sequence[str] = (),
-) -> RateResult:
-    """Eq. 11 with ``delta`` in the L-infinity ball of radius eps in [0, 1] pixel space (after the
-    CLIP processor's resize and crop), attacked by PGD on the cross-entropy of the clean prediction.
-    AR counts the images whose prediction survives; an upper bound (the attack may miss)."""
-    if not 0 <= eps <= 1 or steps < 1:
-        raise MetricError("eps must be in [0, 1] and steps >= 1.")
-    if not hasattr(encoder, "pixel_mean_std"):
-        raise MetricError("The PGD attack needs the transformers CLIP backend (differentiable preprocessing).")
-    step_size = step_size if step_size is not None else 2.5 * eps / steps
+def _pgd_kept(encoder, images: Sequence, labels: torch.Tensor, eps: float, steps: int, step_size: float, cancel):
+    """Whether each image's zero-shot prediction survives PGD (one chunk of images, encoder held)."""
     mean, std = encoder.pixel_mean_std
-    labels = torch.nn.functional.normalize(label_embeddings.float(), dim=-1).to(encoder.device)
-    kept = []
     with encoder.lock:
         clean01 = (encoder.pixel_values(images) * std + mean).detach()
 
@@ -236,13 +225,46 @@ def pgd_image_robustness(
             pred = logits(clean01).argmax(-1)
         delta = torch.zeros_like(clean01, requires_grad=True)
         for _ in range(steps):
+            check_cancel(cancel, "The PGD attack")
             loss = torch.nn.functional.cross_entropy(logits((clean01 + delta).clamp(0, 1)), pred)
             (grad,) = torch.autograd.grad(loss, delta)
             with torch.no_grad():
                 delta += step_size * grad.sign()
                 delta.clamp_(-eps, eps)
         with torch.no_grad():
-            kept = (logits((clean01 + delta).clamp(0, 1)).argmax(-1) == pred).cpu().numpy()
+            return (logits((clean01 + delta).clamp(0, 1)).argmax(-1) == pred).cpu().numpy()
+
+
+def pgd_image_robustness(
+    encoder,
+    images: Sequence,
+    label_embeddings: torch.Tensor,
+    eps: float = 2 / 255,
+    steps: int = 10,
+    step_size: float | None = None,
+    input_set: str = "images",
+    label_names: Sequence[str] = (),
+    cancel: threading.Event | None = None,
+    images_per_pass: int = 8,
+) -> RateResult:
+    """Eq. 11 with ``delta`` in the L-infinity ball of radius eps in [0, 1] pixel space (after the
+    CLIP processor's resize and crop), attacked by PGD on the cross-entropy of the clean prediction.
+    AR counts the images whose prediction survives; an upper bound (the attack may miss).
+    ``images_per_pass`` images are attacked together (the encoder held for them); ``cancel`` is
+    checked before every step."""
+    if not 0 <= eps <= 1 or steps < 1:
+        raise MetricError("eps must be in [0, 1] and steps >= 1.")
+    if not hasattr(encoder, "pixel_mean_std"):
+        raise MetricError("The PGD attack needs the transformers CLIP backend (differentiable preprocessing).")
+    step_size = step_size if step_size is not None else 2.5 * eps / steps
+    labels = torch.nn.functional.normalize(label_embeddings.float(), dim=-1).to(encoder.device)
+    size = max(1, int(images_per_pass))
+    kept = np.concatenate(
+        [
+            _pgd_kept(encoder, images[i : i + size], labels, eps, steps, step_size, cancel)
+            for i in range(0, len(images), size)
+        ]
+    )
     classifier = f"zero-shot argmax over {labels.shape[0]} label prompts" + (
         f" ({', '.join(label_names)})" if label_names else ""
     )
@@ -281,10 +303,16 @@ def scr_with_instruction_emphasis(
     strength: float = 2.0,
     layers=None,
     max_new_tokens: int = 24,
-    batch_size: int = 8,
+    batch_size: int = 4,
+    cancel: threading.Event | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """SCR (eq. 10) of ``instruction + request`` prompts without and with the attention bias (eq. 7)
     on the instruction tokens: does amplifying attention to a safety instruction raise refusals?
+
+    Each ``generate`` call (one batch, with or without the bias) holds the model on its own, so
+    other requests run between batches; ``cancel`` is checked at every decoder layer
+    (``limits.Cancelled``). ``on_progress(done, total)`` counts requests.
 
     Returns ``{"baseline": RateResult, "intervened": RateResult, "outputs": [(request, base, new)]}``.
     """
@@ -316,11 +344,13 @@ def scr_with_instruction_emphasis(
         ids, attn = enc["input_ids"].to(loaded.device), enc["attention_mask"].to(loaded.device)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         for bias, sink in ((0.0, base_out), (float(strength), new_out)):
-            with attention_bias(model, keys, bias, layers):
+            with forward_pass(model, cancel, "The safety compliance run"), attention_bias(model, keys, bias, layers):
                 gen = model.generate(
                     input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
                 )
             sink += tok.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+        if on_progress:
+            on_progress(len(new_out), len(requests))
     return {
         "baseline": safety_compliance_rate(base_out, input_set),
         "intervened": safety_compliance_rate(new_out, input_set + f", attention bias {strength:+g} on it"),

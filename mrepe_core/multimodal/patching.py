@@ -5,13 +5,14 @@ output of decoder layer ``l`` (at the last position, or at every position) to wh
 concept-positive prompt (``r'``), and compare the behaviour metric ``y`` with the unpatched
 negative run (``r0``). ``y`` is the next-token logit difference between the aligned and the
 misaligned answer starts, ``logsumexp(logits[aligned]) - logsumexp(logits[misaligned])`` = the
-log-odds ``log P(aligned) / P(misaligned)``. One forward pass patches every layer: row ``i`` of the
-batch patches layer ``layers[i]``.
+log-odds ``log P(aligned) / P(misaligned)``. A forward pass patches several layers: row ``i`` of the
+batch patches layer ``layers[i]``; a few layers per pass, the model held for one pass at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -20,8 +21,10 @@ import torch
 
 from .. import hooks
 from ..models import decoder_layers, resolve_layers
+from .jobs import forward_pass
 
 POSITIONS = ("last", "all")
+ROWS_PER_PASS = 4  # patched layers per forward pass: the model is held for one pass at a time (~2 s on 2 cores)
 
 
 class PatchingError(ValueError):
@@ -40,10 +43,14 @@ def logit_difference(logits: torch.Tensor, aligned_ids: Sequence[int], misaligne
 
 
 @contextmanager
-def record_layer_outputs(model: torch.nn.Module, layers: Sequence[int]) -> Iterator[dict[int, torch.Tensor]]:
-    """Record the output hidden states of chosen decoder layers during forward passes in the context."""
+def record_layer_outputs(
+    model: torch.nn.Module, layers: Sequence[int], positions: slice | None = None
+) -> Iterator[dict[int, torch.Tensor]]:
+    """Record the output hidden states of chosen decoder layers (at ``positions`` only, if given)
+    during forward passes in the context."""
     blocks = decoder_layers(model)
-    with hooks.record_outputs({layer: blocks[layer] for layer in layers}, model=model) as store:
+    select = (lambda hidden: hidden[:, positions].clone()) if positions is not None else None
+    with hooks.record_outputs({layer: blocks[layer] for layer in layers}, model=model, select=select) as store:
         yield store
 
 
@@ -103,6 +110,12 @@ class PatchingResult:
         ]
 
 
+def _last_logits(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Next-token logits of the last position only (full-sequence logits of a batch of long prompts
+    would be rows x positions x vocabulary floats: gigabytes)."""
+    return model(input_ids=ids, use_cache=False, logits_to_keep=1).logits[:, -1, :]
+
+
 @torch.no_grad()
 def layer_patching_effects(
     model: torch.nn.Module,
@@ -112,12 +125,17 @@ def layer_patching_effects(
     misaligned_ids: Sequence[int],
     layers: Sequence[int] | str | None = None,
     position: str = "last",
+    cancel: threading.Event | None = None,
+    rows_per_pass: int = ROWS_PER_PASS,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PatchingResult:
     """Eq. 2 for every chosen layer: patch the positive run's layer output into the negative run.
 
     ``positive_ids`` / ``negative_ids`` are ``[1, T]`` token ids (no padding). ``position='last'``
     patches the final position only (prompts may differ in length); ``'all'`` patches every position
-    and needs equal lengths.
+    and needs equal lengths. Row ``i`` of a patched pass patches one layer; ``rows_per_pass`` layers
+    go in one forward pass, each pass holds the model on its own and ``cancel`` is checked at every
+    decoder layer of every pass (``limits.Cancelled``).
     """
     if position not in POSITIONS:
         raise PatchingError(f"position must be one of {POSITIONS}.")
@@ -128,26 +146,35 @@ def layer_patching_effects(
             f"Patching all positions needs prompts of equal token length ({positive_ids.shape[1]} vs "
             f"{negative_ids.shape[1]}); use position='last' or rephrase."
         )
-    n_layers = len(decoder_layers(model))
-    chosen = resolve_layers(layers, n_layers)
+    chosen = resolve_layers(layers, len(decoder_layers(model)))
     device = next(model.parameters()).device
     pos_ids, neg_ids = positive_ids.to(device), negative_ids.to(device)
+    positions = slice(-1, None) if position == "last" else slice(None)
+    what = "Activation patching"
+    total = 2 + -(-len(chosen) // max(1, rows_per_pass))
 
     def metric(logits: torch.Tensor) -> torch.Tensor:
-        return logit_difference(logits[:, -1, :], aligned_ids, misaligned_ids)
+        return logit_difference(logits, aligned_ids, misaligned_ids)
 
-    with record_layer_outputs(model, chosen) as clean:
-        positive_metric = float(metric(model(input_ids=pos_ids, use_cache=False).logits)[0])
-    negative_metric = float(metric(model(input_ids=neg_ids, use_cache=False).logits)[0])
-
-    positions = slice(-1, None) if position == "last" else slice(None)
-    patches = {layer: (torch.tensor([row]), clean[layer][:, positions], positions) for row, layer in enumerate(chosen)}
-    batch = neg_ids.expand(len(chosen), -1)
-    with patch_layer_outputs(model, patches):
-        patched = metric(model(input_ids=batch, use_cache=False).logits).cpu().numpy()
+    with forward_pass(model, cancel, what), record_layer_outputs(model, chosen, positions) as clean:
+        positive_metric = float(metric(_last_logits(model, pos_ids))[0])
+    if on_progress:
+        on_progress(1, total)
+    with forward_pass(model, cancel, what):
+        negative_metric = float(metric(_last_logits(model, neg_ids))[0])
+    if on_progress:
+        on_progress(2, total)
+    patched = []
+    for start in range(0, len(chosen), max(1, rows_per_pass)):
+        chunk = chosen[start : start + max(1, rows_per_pass)]
+        patches = {layer: (torch.tensor([row]), clean[layer], positions) for row, layer in enumerate(chunk)}
+        with forward_pass(model, cancel, what), patch_layer_outputs(model, patches):
+            patched.append(metric(_last_logits(model, neg_ids.expand(len(chunk), -1))).cpu().numpy())
+        if on_progress:
+            on_progress(3 + start // max(1, rows_per_pass), total)
     return PatchingResult(
         layers=chosen,
-        effects=patched.astype(np.float64) - negative_metric,
+        effects=np.concatenate(patched).astype(np.float64) - negative_metric,
         positive_metric=positive_metric,
         negative_metric=negative_metric,
         position=position,
@@ -163,6 +190,8 @@ def patching_for_prompts(
     layers=None,
     position: str = "last",
     use_chat_template: bool = True,
+    cancel: threading.Event | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> PatchingResult:
     """Text front end: render both prompts (chat template if the model has one), take the first
     tokens of the answer starts, and run :func:`layer_patching_effects`."""
@@ -188,4 +217,6 @@ def patching_for_prompts(
         misaligned_ids,
         layers=layers,
         position=position,
+        cancel=cancel,
+        on_progress=on_progress,
     )

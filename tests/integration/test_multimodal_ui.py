@@ -48,12 +48,46 @@ def analysis_args(clip_dir, media=str(IMAGE), alpha=0.0, mode="direct"):
     ]
 
 
-def test_without_weights_the_tab_explains_and_computes_nothing():
-    status = tab.encoder_status("", "")
-    assert "MREPE_CLIP_MODEL" in status and "MREPE_CLAP_MODEL" in status and "loaded:" not in status
-    assert "MREPE_CLIP_MODEL" in tab.initial_status()
-    with pytest.raises(gr.Error, match="No CLIP weights"):
+def _components(demo) -> dict:
+    return {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+
+
+def test_without_weights_one_card_explains_and_every_encoder_action_is_off():
+    card = tab.card_text()
+    for needle in ("MREPE_CLIP_MODEL", "MREPE_CLAP_MODEL", "openai/clip-vit-base-patch32", "save_pretrained"):
+        assert needle in card
+    assert len(card.splitlines()) <= 4 and len(card) < 600  # compact: a few lines, not two paragraphs
+    with gr.Blocks() as demo:
+        tab.build_multimodal_tab()
+    comps = _components(demo)
+    for button in ("mm-analyse", "mm-align", "mm-robustness"):
+        assert comps[button].interactive is False, button
+    for button in ("mm-attention-run", "mm-patching-run", "mm-scr-run", "mm-load-encoders"):
+        assert comps[button].interactive is not False, button
+    # The language-model panels are built (and so laid out) before the encoder card.
+    order = [b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)]
+    assert order.index("mm-attention-panel") < order.index("mm-patching-panel") < order.index("mm-scr-panel")
+    assert order.index("mm-scr-panel") < order.index("mm-encoder-card")
+
+
+def test_without_weights_the_handlers_refuse_with_a_message():
+    with pytest.raises(gr.Error, match="No CLIP weights are loaded.*MREPE_CLIP_MODEL"):
         tab.run_analysis(*analysis_args(""))
+    with pytest.raises(gr.Error, match="No CLIP weights"):
+        tab.run_alignment(list(tab.ALIGNMENT_PAIRS)[0], 10, "", "")
+    with pytest.raises(gr.Error, match="No CLAP weights"):
+        tab.run_alignment(list(tab.ALIGNMENT_PAIRS)[1], 10, "", "")
+    with pytest.raises(gr.Error, match="Run the analysis first"):
+        tab.run_robustness(None, 0.0, "")
+    status, *buttons = tab.load_encoders("", "")
+    assert "field is empty" in status and all(b["interactive"] is False for b in buttons)
+    assert tab.redraw(None, 1.0)[-1] == {}
+
+
+def test_loading_weights_turns_the_buttons_on(clip_dir):
+    status, *buttons = tab.load_encoders(str(clip_dir), "")
+    assert "CLIP** (images): loaded" in status and all(b["interactive"] is True for b in buttons)
+    assert "CLAP** (audio): not loaded" in status
 
 
 def test_handlers_compute_and_the_alpha_redraw_moves_the_bars(clip_dir):
@@ -105,6 +139,14 @@ def test_launched_tab_serves_its_public_api(clip_dir):
         readout = out[-1]
         assert readout["alpha"] == 1.5 and readout["input"] == IMAGE.name
         assert sum(readout["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+        # Over HTTP without weights: the same refusal as in the page, no traceback, nothing computed.
+        from gradio_client.exceptions import AppError
+
+        with pytest.raises(AppError, match="No CLIP weights are loaded") as info:
+            client.predict(*analysis_args("", media=None), api_name="/mm_analyse")
+        assert "Traceback" not in str(info.value)
+        with pytest.raises(AppError, match="No CLAP weights are loaded"):
+            client.predict(list(tab.ALIGNMENT_PAIRS)[1], 10, "", "", api_name="/mm_alignment")
     finally:
         demo.close()
 

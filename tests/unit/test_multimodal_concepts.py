@@ -197,3 +197,21 @@ def test_uploaded_concepts_validate_every_file(tmp_path, clip):
     analysis = analyse_concept(mc.EmbeddingBank(clip), texts, alphas=[0, 1, 2])
     assert analysis.eval_set.off_target.shape[0] == 120
     assert isinstance(analysis.agg, pd.DataFrame)
+
+
+def test_the_bank_embeds_batch_by_batch_stops_on_cancel_and_keeps_a_bounded_cache(clip):
+    import threading
+
+    from mrepe_core.limits import Cancelled
+
+    images = mc.builtin_items("image")
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled):
+        mc.EmbeddingBank(clip).items(images, cancel)
+    bank = mc.EmbeddingBank(clip, max_entries=5)
+    first = bank.items(images)
+    assert first.shape == (24, clip.dimensions) and len(bank._items) == 5
+    assert torch.allclose(bank.items(images), first, atol=1e-6)  # evicted items are embedded again, identically
+    texts = [f"a photo of {i}" for i in range(8)]
+    assert bank.texts(texts).shape == (8, clip.dimensions) and len(bank._texts) == 5

@@ -39,13 +39,13 @@ def test_without_weights_the_error_says_how_to_supply_them():
         with pytest.raises(enc.WeightsMissing) as info:
             enc.load_encoder(kind, "")
         message = str(info.value)
-        assert enc.ENV_VARS[kind] in message and "path field" in message and "save_pretrained" in message
+        assert enc.ENV_VARS[kind] in message and "Hugging Face id" in message and "save_pretrained" in message
 
 
 def test_missing_path_and_offline_hub_id_are_weights_missing(tmp_path):
     with pytest.raises(enc.WeightsMissing, match="does not exist.*MREPE_CLIP_MODEL"):
         enc.load_encoder("clip", str(tmp_path / "nowhere"))
-    with pytest.raises(enc.WeightsMissing, match="Could not load"):
+    with pytest.raises(enc.WeightsMissing, match="not in this server.s Hugging Face cache.*HF_HUB_OFFLINE"):
         enc.load_encoder("clap", "no-such-org/no-such-clap")  # HF_HUB_OFFLINE=1: fails fast
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from multimodal_tiny import one_torch_thread, save_tiny_clip, tiny_llama  # noqa: F401 (autouse fixture)
 
+from mrepe_core import hooks
+from mrepe_core.limits import Cancelled
+from mrepe_core.models import decoder_layers
 from mrepe_core.multimodal import metrics as mm
 
 
@@ -69,6 +74,12 @@ def test_pgd_on_tiny_clip(tmp_path):
     strong = mm.pgd_image_robustness(clip, images, labels, eps=0.5, steps=5)
     assert 0.0 <= strong.value <= 1.0 and "L-inf" in strong.perturbation
     assert all(p.grad is None for p in clip.model.parameters())  # the attack never trains the model
+    chunked = mm.pgd_image_robustness(clip, images, labels, eps=0.5, steps=5, images_per_pass=1)
+    assert chunked.value == strong.value  # one image per pass attacks each image the same way
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled, match="PGD attack was cancelled"):
+        mm.pgd_image_robustness(clip, images, labels, eps=0.5, steps=5, cancel=cancel)
 
 
 def test_scr_with_instruction_emphasis_on_a_tiny_model():
@@ -81,3 +92,13 @@ def test_scr_with_instruction_emphasis_on_a_tiny_model():
     assert len(out["outputs"]) == 3 and all(len(row) == 3 for row in out["outputs"])
     with pytest.raises(mm.MetricError):
         mm.harmful_requests(0)
+    seen = []
+    mm.scr_with_instruction_emphasis(
+        lm, requests, max_new_tokens=2, batch_size=2, on_progress=lambda *a: seen.append(a)
+    )
+    assert seen == [(2, 3), (3, 3)]
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled, match="safety compliance run was cancelled"):
+        mm.scr_with_instruction_emphasis(lm, requests, max_new_tokens=2, cancel=cancel)
+    assert hooks.count(decoder_layers(lm.model)) == 0

@@ -77,3 +77,43 @@ def test_text_front_end_with_chat_template():
     assert result.best_layers(1) == [int(np.argmax(np.abs(result.effects)))]
     with pytest.raises(PatchingError, match="empty"):
         patching_for_prompts(lm, " ", "x", ["Yes"], ["No"])
+
+
+def test_patching_a_few_layers_per_pass_equals_all_in_one_pass(lm):
+    pos, neg = ids(lm, "The tower is in Paris and"), ids(lm, "The arena is in Rome, so")
+    one = layer_patching_effects(lm.model, pos, neg, ALIGNED, MISALIGNED, rows_per_pass=1)
+    many = layer_patching_effects(lm.model, pos, neg, ALIGNED, MISALIGNED, rows_per_pass=64)
+    assert np.allclose(one.effects, many.effects, atol=1e-5)
+    seen = []
+    layer_patching_effects(
+        lm.model, pos, neg, ALIGNED, MISALIGNED, rows_per_pass=1, on_progress=lambda *a: seen.append(a)
+    )
+    assert seen[-1] == (len(one.layers) + 2, len(one.layers) + 2)
+
+
+def test_a_set_cancel_switch_stops_patching_and_leaves_no_hooks(lm):
+    import threading
+
+    from mrepe_core.limits import Cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    pos = ids(lm, "The tower is in Paris and")
+    with pytest.raises(Cancelled, match="Activation patching was cancelled"):
+        layer_patching_effects(lm.model, pos, pos, ALIGNED, MISALIGNED, cancel=cancel)
+    assert n_hooks(lm.model) == 0
+
+
+def test_an_unset_cancel_switch_changes_no_number(lm):
+    import threading
+
+    from mrepe_core.multimodal.interventions import lm_attention_intervention
+
+    pos, neg = ids(lm, "The tower is in Paris and"), ids(lm, "The arena is in Rome, so")
+    plain = layer_patching_effects(lm.model, pos, neg, ALIGNED, MISALIGNED)
+    watched = layer_patching_effects(lm.model, pos, neg, ALIGNED, MISALIGNED, cancel=threading.Event())
+    assert np.array_equal(plain.effects, watched.effects)
+    args = (lm, "Answer in French. What is the capital?", "Answer in French.", 2.0, None, 6, False)
+    a, b = lm_attention_intervention(*args), lm_attention_intervention(*args, cancel=threading.Event())
+    assert a.intervened_text == b.intervened_text and a.baseline_top == b.baseline_top
+    assert np.array_equal(a.span_mass_intervened, b.span_mass_intervened)

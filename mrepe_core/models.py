@@ -175,8 +175,9 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM for steering; repeated calls for the same model share one instance.
 
-    Hub ids are checked first (``hub.unavailable_reason``): offline, a missing id fails in about a
-    second with a message instead of holding the caller while huggingface_hub retries."""
+    Hub ids become a local snapshot first (``hub.fetch_snapshot``: the cache, else a download after
+    the hub answered a short probe, safetensors only, size-capped): offline, a missing id fails in
+    about a second with a message instead of holding the caller while huggingface_hub retries."""
     kind, location, _ = resolve_spec(spec)
     dev = choose_device(device)
     dt = choose_dtype(dtype, dev)
@@ -185,11 +186,10 @@ def load_model(
         if use_cache and key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
-        if kind == "hub":
-            reason = hub.unavailable_reason(location)
-            if reason:
-                raise ModelLoadError(reason)
         try:
+            if kind == "hub":
+                location = str(hub.fetch_snapshot(location, "the language model"))
+                kind = "dir"
             with _quiet_loading():
                 if kind == "gguf":
                     model, tokenizer = _load_gguf(Path(location), dt, use_cache=use_cache)
@@ -197,6 +197,8 @@ def load_model(
                     model, tokenizer = _load_pretrained(location, dt)
         except ModelLoadError:
             raise
+        except hub.HubError as exc:
+            raise ModelLoadError(str(exc)) from None
         except (OSError, ValueError, KeyError) as exc:
             embedded = spec.strip().lower() in _ALIASES or not spec.strip()
             hint = (

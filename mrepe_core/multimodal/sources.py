@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..hub import HubError, fetch_snapshot, is_hub_id
 from ..limits import public_deployment
-from .hub import HubError, fetch_snapshot, is_hub_id
 
 MODEL_DIRS_ENV = "MREPE_MODEL_DIRS"
 MAX_SPEC_CHARS = 300

@@ -119,12 +119,14 @@ def test_unreachable_hub_fails_fast_with_a_message(monkeypatch):
 
     from mrepe_core import hub, models
 
-    monkeypatch.setattr(hub, "reachable", lambda: False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # tests run offline; here the probe decides
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setattr(hub, "hub_offline", lambda: False)
+    hub.forget_probe()
     t0 = time.perf_counter()
-    with pytest.raises(models.ModelLoadError, match="cannot be reached"):
+    with pytest.raises(models.ModelLoadError, match="cannot reach the Hugging Face hub"):
         models.load_model("someone/not-cached-here")
     assert time.perf_counter() - t0 < 2.0
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub, "hub_offline", lambda: True)
     with pytest.raises(models.ModelLoadError, match="HF_HUB_OFFLINE"):
         models.load_model("someone/not-cached-here")

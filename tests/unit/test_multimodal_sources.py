@@ -11,8 +11,8 @@ import time
 import pytest
 from multimodal_tiny import one_torch_thread, save_tiny_clip  # noqa: F401 (autouse fixture)
 
+from mrepe_core import hub
 from mrepe_core.multimodal import encoders as enc
-from mrepe_core.multimodal import hub
 from mrepe_core.multimodal.sources import SourceError, load_language_model
 
 FAST_S = 2.0  # an unreachable or switched-off hub must answer within this

@@ -23,7 +23,11 @@ def ids(lm, text: str) -> torch.Tensor:
 
 
 def n_hooks(model) -> int:
-    return sum(len(b._forward_hooks) for b in decoder_layers(model))
+    """Hooks of ours left on the layers (transformers leaves output-capturing hooks of its own
+    after any output_hidden_states call; those are not ours to remove)."""
+    from mrepe_core import hooks
+
+    return hooks.count(decoder_layers(model))
 
 
 def test_logit_difference_is_the_log_odds_of_the_two_sets():

@@ -40,7 +40,7 @@ def proxy_agreement(items: pd.DataFrame, task: str = "behavior") -> dict:
         return {}
     curves = both.groupby(level="r_e").mean()
     strong = curves[np.abs(curves.gen) >= SIGN_THRESHOLD]
-    out = {
+    out: dict = {
         "n_coefficients": int(len(curves)),
         "mean_abs_difference": float(np.abs(curves.proxy - curves.gen).mean()),
         "max_abs_difference": float(np.abs(curves.proxy - curves.gen).max()),
@@ -51,7 +51,7 @@ def proxy_agreement(items: pd.DataFrame, task: str = "behavior") -> dict:
         "proxy_vs_r_e": _spearman(pd.Series(curves.index, index=curves.index), curves.proxy),
         "generation_vs_r_e": _spearman(pd.Series(curves.index, index=curves.index), curves.gen),
     }
-    aucs = {}
+    aucs: dict[float, float] = {}
     for r, group in both.groupby(level="r_e"):
         pos, neg = group[group.gen > 0].proxy.to_numpy(), group[group.gen < 0].proxy.to_numpy()
         if pos.size and neg.size:

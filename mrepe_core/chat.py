@@ -29,7 +29,7 @@ def generate(
     ``r_e`` is one coefficient for all prompts or one per prompt; ``layers`` defaults to the
     vector's. ``chat=False`` continues the raw text instead of a chat turn."""
     single = isinstance(prompt, str)
-    texts = [prompt] if single else list(prompt)
+    texts: list[str] = [prompt] if isinstance(prompt, str) else list(prompt)
     if not texts or any(not isinstance(t, str) for t in texts):
         raise ValueError("prompt must be a string or a list of strings.")
     rendered = [prompts.render_chat(model.tokenizer, t, system=system) if chat else t for t in texts]

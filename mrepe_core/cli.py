@@ -147,11 +147,12 @@ def cmd_extract(args) -> int:
 
 # What `export --format` offers for vectors (llama.cpp/repeng/EasySteer, IBM, lm-eval); kept here
 # rather than imported so `mrepe --help` needs no torch.
+# (the names of vector_formats.FORMATS; tests/unit/test_vector_formats.py checks they agree)
 VECTOR_FORMATS = {
-    "safetensors": "ours (.safetensors + .json)",
+    "mrepe": "ours (.safetensors + .json)",
     "gguf": "llama.cpp / repeng / EasySteer control vector (--control-vector-scaled FILE:R_E)",
     "svec": "IBM activation-steering / AISteer360 JSON",
-    "lm-eval": "lm-evaluation-harness 'steered' model file (.pt, export only)",
+    "lm_eval": "lm-evaluation-harness 'steered' model file (.pt, export only)",
 }
 
 
@@ -181,7 +182,7 @@ def _export_vector(args) -> int:
 
     source = Path(args.results)
     vector = SteeringVector.load(source / "vector" if source.is_dir() else source)
-    options = {"coefficient": args.r_e} if args.format == "lm-eval" else {}
+    options = {"coefficient": args.r_e} if args.format == "lm_eval" else {}
     paths = vector.save(args.out, format=args.format, **options)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0

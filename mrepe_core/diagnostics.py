@@ -147,6 +147,8 @@ def checks_from_states(
             return head(states.to(device=loaded.device, dtype=loaded.dtype)).float().cpu()
 
     if question_states is not None:
+        if correct is None:
+            raise ValueError("Question states need the correct answers' token ids.")
         base = question_states[0.0]
         logits0 = logits(base)
         correct_t = torch.tensor(correct)
@@ -203,8 +205,8 @@ def checks_from_states(
         logits0 = logits(behavior_states[0.0])
         sep = []
         for r in r_grid:
-            dl = logits(behavior_states[r]) - logits0
-            sep.append(float((dl[:, good].mean(1) - dl[:, bad].mean(1)).mean()))
+            dl_b = logits(behavior_states[r]) - logits0
+            sep.append(float((dl_b[:, good].mean(1) - dl_b[:, bad].mean(1)).mean()))
             rows.append(dict(r_e=r, check="separation", statistic="mean_good_minus_bad", value=sep[-1]))
         dl_hat, dl_r2 = fit_slope_through_origin([r_grid[k] for k in small], [sep[k] for k in small])
         estimates.update(

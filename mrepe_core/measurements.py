@@ -30,6 +30,8 @@ from .vectors import SteeringVector
 TOKENS_PER_BATCH_ROW = 128
 
 Batch = list[tuple[int, float]]  # (unit, r_e) rows
+# score(answers, their items) -> +1 aligned / -1 misaligned / 0 neither, per answer
+ItemScorer = Callable[[list[str], list[int]], list[int]]
 # Openings of the sequence proxy: the first tokens of the model's own answers.
 OPENING_TOKENS = 4
 # Mean log-probability per token (nats) under the unsteered model below which an answer has
@@ -294,7 +296,7 @@ class Coherence:
         self.keys = sorted(answers)
         self.items = sorted({i for i, _ in self.keys})
         self.texts = {key: answers[key][0] for key in self.keys}
-        conts = {i: [] for i in self.items}
+        conts: dict[int, list[list[int]]] = {i: [] for i in self.items}
         self.slot: dict[tuple[int, float], int] = {}
         for key in self.keys:
             ids = tok(self.texts[key], add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
@@ -350,6 +352,7 @@ class Helpfulness(Measurement):
         budget = batch_size * TOKENS_PER_BATCH_ROW
         # The prompting baseline asks in the same format the curve reads, with the instruction before it.
         head = f"{system}\n\n" if system else ""
+        self.scorer: runner.NextTokenScorer | runner.ChoiceScorer
         if fmt == "letter":
             texts = [head + prompts.mmlu_letter_prompt(q.question, list(q.choices), q.subject) for q in questions]
             self.letter_ids = metrics.letter_token_ids(loaded.tokenizer)
@@ -398,7 +401,7 @@ def measure(
     layers=None,
     helpfulness_format: str = "cloze",
     max_new_tokens: int = 32,
-    scorer: str | Callable[[list[str]], list[int]] | None = None,
+    scorer: str | ItemScorer | None = None,
 ) -> pd.DataFrame:
     """B (and helpfulness, when ``questions`` are given) at each coefficient: tidy rows
     ``r_e, task, metric, subject, item, value``. ``mode`` is ``generate`` (decode and score) or
@@ -406,9 +409,7 @@ def measure(
     layers = resolve_layers(layers if layers is not None else vector.layers, model.n_layers)
     grid = [float(r) for r in r_e]
     if mode == "generate":
-        score = text_scorer(behavior, scorer if isinstance(scorer, str) else None)
-        if callable(scorer):
-            score = scorer
+        score: ItemScorer = scorer if callable(scorer) else text_scorer(behavior, scorer)
         work: list[Measurement] = [GeneratedBehavior(model, behavior, vector, layers, score, max_new_tokens)]
     elif mode == "first_token":
         work = [FirstTokenBehavior(model, behavior, vector, layers)]
@@ -418,13 +419,11 @@ def measure(
         work.append(Helpfulness(model, questions, vector, layers, helpfulness_format))
     rows: list[dict] = []
     for m in work:
+        assert isinstance(m, (GeneratedBehavior, FirstTokenBehavior, Helpfulness))
         todo = [(u, r) for r in grid for u in range(len(m.units))]
         for k in range(0, len(todo), m.units_per_batch):
             rows += m.rows(todo[k : k + m.units_per_batch])
     return pd.DataFrame(rows, columns=["r_e", "task", "metric", "subject", "item", "value"])
-
-
-ItemScorer = Callable[[list[str], list[int]], list[int]]
 
 
 def text_scorer(behavior: Behavior, spec: str | None = None) -> ItemScorer:

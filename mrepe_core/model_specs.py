@@ -54,7 +54,7 @@ def embedded_gguf_path() -> Path | None:
         return None
     for f in dist.files or ():
         if str(f).endswith(".gguf"):
-            path = Path(dist.locate_file(f))
+            path = Path(str(dist.locate_file(f)))
             if path.is_file():
                 return path
     return None

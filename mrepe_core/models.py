@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,8 +43,10 @@ from .model_specs import (  # noqa: F401  (re-exported: models is the public hom
 class LoadedModel:
     """A causal LM ready for steering, with what the engine needs to know about it."""
 
-    model: torch.nn.Module
-    tokenizer: object
+    # transformers models and tokenizers: their attributes (config, layers, lm_head, pad_token_id)
+    # are dynamic, so they are typed as Any rather than nn.Module / object.
+    model: Any
+    tokenizer: Any
     name: str
     source: str
     device: torch.device
@@ -105,7 +108,7 @@ def _dequantised_cache_dir(gguf: Path) -> Path:
     return cache_root() / "gguf" / f"{gguf.stem}-{_file_fingerprint(gguf)}"
 
 
-def _write_dequantised_cache(model: torch.nn.Module, tokenizer, target: Path) -> None:
+def _write_dequantised_cache(model: Any, tokenizer, target: Path) -> None:
     """Write state dict + config (without quantization_config) + tokenizer atomically."""
     from safetensors.torch import save_file
 
@@ -126,7 +129,7 @@ def _write_dequantised_cache(model: torch.nn.Module, tokenizer, target: Path) ->
 def _load_pretrained(location: str, dtype: torch.dtype, gguf_file: str | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs = {"trust_remote_code": False}
+    kwargs: dict[str, Any] = {"trust_remote_code": False}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
@@ -277,7 +280,7 @@ _LAYER_PATHS = (
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     for path in _LAYER_PATHS:
-        obj = model
+        obj: Any = model
         for part in path.split("."):
             obj = getattr(obj, part, None)
             if obj is None:

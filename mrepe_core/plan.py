@@ -38,8 +38,8 @@ def coarse_first(grid: list[float], stride: int = 4) -> list[float]:
     n = len(grid)
     if n == 0:
         return []
-    zero = min(range(n), key=lambda i: abs(grid[i])) if n else None
-    first = sorted(set(range(0, n, stride)) | {n - 1} | ({zero} if n else set()))
+    zero = min(range(n), key=lambda i: abs(grid[i]))
+    first = sorted(set(range(0, n, stride)) | {n - 1, zero})
     rest = [i for i in range(n) if i not in first]
     return [grid[i] for i in first] + [grid[i] for i in rest]
 
@@ -49,8 +49,8 @@ def coarse_grid(grid: list[float], stride: int = 4) -> list[float]:
     n = len(grid)
     if n == 0:
         return []
-    zero = min(range(n), key=lambda i: abs(grid[i])) if n else None
-    return [grid[i] for i in sorted(set(range(0, n, stride)) | {n - 1} | ({zero} if n else set()))]
+    zero = min(range(n), key=lambda i: abs(grid[i]))
+    return [grid[i] for i in sorted(set(range(0, n, stride)) | {n - 1, zero})]
 
 
 def plan_batches(n_units: int, grid: list[float], units_per_batch: int) -> list[list[tuple[int, float]]]:
@@ -100,9 +100,9 @@ class SweepPlan:
             else None
         )
         self.keep_beh = keep_beh
-        generating = config.behavior_mode != "first_token"
-        self.generated = self._generation() if generating else None
-        self.baseline = self._generation(system=behavior.system_prompt or None, task="baseline") if generating else None
+        # Built for every mode (first_token never runs them): the stages below read their answers.
+        self.generated = self._generation()
+        self.baseline = self._generation(system=behavior.system_prompt or None, task="baseline")
 
     @property
     def behavior_metric(self) -> str:

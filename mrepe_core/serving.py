@@ -94,7 +94,8 @@ class GenerationBatcher:
         time.sleep(self.wait_s)  # let the requests that arrive together join this batch
         with self._cond:
             first = self._queue.popleft()
-            batch, rows, rest = [first], len(first.texts), deque()
+            batch, rows = [first], len(first.texts)
+            rest: deque[_Request] = deque()
             while self._queue:
                 req = self._queue.popleft()
                 if req.key() == first.key() and rows + len(req.texts) <= self.max_rows:

@@ -69,10 +69,9 @@ def steer(
     so concurrent requests on the same model cannot see each other's steering. ``model`` is a
     ``LoadedModel`` or the ``torch.nn.Module`` inside one.
     """
-    if isinstance(model, LoadedModel):
-        model = model.model
+    module: torch.nn.Module = model.model if isinstance(model, LoadedModel) else model
     coeff = _as_coefficients(coefficients)
-    blocks = decoder_layers(model)
+    blocks = decoder_layers(module)
     terms = {}
     if vector is not None and not (coeff.ndim == 0 and float(coeff) == 0.0):
         if vector.directions.shape[0] != len(blocks):
@@ -82,7 +81,7 @@ def steer(
             )
         chosen = resolve_layers(layers if layers is not None else vector.layers, len(blocks))
         terms = {blocks[layer]: _cached_term(vector.directions[layer], coeff) for layer in chosen}
-    with hooks.add_to_outputs(terms, model=model):
+    with hooks.add_to_outputs(terms, model=module):
         yield
 
 

@@ -367,7 +367,7 @@ def run_sweep(config: SweepConfig, progress: ProgressFn | None = None, **kwargs)
     for event in iter_sweep(config, **kwargs):
         if event.kind == "progress" and progress is not None:
             progress(event.done, event.total, event.result)
-        if event.kind == "done":
+        if event.kind == "done" and event.result is not None:
             return event.result
     raise RuntimeError("The sweep ended without a result.")  # pragma: no cover - iter_sweep always ends with done
 

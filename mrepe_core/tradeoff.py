@@ -259,7 +259,8 @@ def _stop_reason(
         )
     if curves.h is not None:
         chance = 1.0 / n_choices
-        if curves.h[i] - chance <= max(float(curves.h_se[i]), 0.0):
+        h_se = float(curves.h_se[i]) if curves.h_se is not None else 0.0
+        if curves.h[i] - chance <= max(h_se, 0.0):
             return f"helpfulness at r_e = {r:.3g} ({curves.h[i]:.3f}) is at chance ({chance:.3f}) within its error"
     if curves.coherent is not None and curves.coherent[i] < floor:
         return f"coherence collapsed at r_e = {r:.3g} (only {curves.coherent[i]:.0%} of answers coherent)"
@@ -291,7 +292,7 @@ def choose_regime(
         return None, "no efficient regime: B rises towards coefficients outside the grid."
     basis = "fitted" if align is not None and help_fit is not None else "measured"
     gain = None
-    if basis == "fitted":
+    if align is not None and help_fit is not None:
         rr = curves.r[order]
         prev = np.concatenate([[0.0], rr[:-1]])
         db = align.predict(rr) - align.predict(prev)
@@ -338,7 +339,7 @@ def _best(curves: Curves, candidates: list[int], align, help_fit, n_choices: int
     on [0, 1], since raw B spans 2 units while P(correct) has only H(0) − 1/N to lose."""
     r = curves.r[candidates]
     b = align.predict(r) if align is not None else curves.b[candidates]
-    term = 0.0
+    term: float | np.ndarray = 0.0
     if curves.h is not None:
         h = help_fit.predict(r) if help_fit is not None else curves.h[candidates]
         chance = 1.0 / n_choices

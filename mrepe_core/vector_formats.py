@@ -41,7 +41,7 @@ import re
 import struct
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -236,7 +236,7 @@ def _gguf_read_raw(path: Path) -> tuple[dict, list]:
     """Header values and tensors through gguf.GGUFReader; its errors become one clear message."""
     import gguf
 
-    keys = ("general.architecture", "controlvector.model_hint", "controlvector.layer_count")
+    keys: tuple[str, ...] = ("general.architecture", "controlvector.model_hint", "controlvector.layer_count")
     keys += ("controlvector.method", "mrepe.n_layers", "mrepe.metadata")
     try:
         reader = gguf.GGUFReader(path)
@@ -466,7 +466,11 @@ def from_layer_dict(
         )
     rows: dict[int, np.ndarray] = {}
     for key, value in layer_activations.items():
-        k = int(key) + n_layers * (key < 0) if isinstance(key, (int, np.integer)) and not isinstance(key, bool) else -1
+        k = (
+            int(key) + n_layers * int(key < 0)
+            if isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+            else -1
+        )
         t = torch.as_tensor(value).detach().to("cpu", torch.float32)
         if not 0 <= k < n_layers or k in rows or t.ndim == 0 or any(s != 1 for s in t.shape[:-1]):
             raise VectorFileError(f"Block {_short(key)}: need a block number in 0-{n_layers - 1}, once, with [hidden].")
@@ -479,7 +483,7 @@ def save_vector(vector: SteeringVector, path: str | Path, format: str | None = N
     """Write in ``format`` (a FORMATS name), or the one the suffix names; returns the files written."""
     path = Path(path)
     by_suffix = [f for f in FORMATS if path.suffix.lower() in f.suffixes]
-    fmt = next((f for f in FORMATS if f.name == format), None) if format else (by_suffix or [None])[0]
+    fmt = next((f for f in FORMATS if f.name == format), None) if format else (by_suffix[0] if by_suffix else None)
     if fmt is None:
         names = ", ".join(f.name for f in FORMATS)
         raise VectorFileError(f"Name a format ({names}) or end the file in .safetensors, .gguf, .svec or .pt.")
@@ -491,8 +495,8 @@ def save_vector(vector: SteeringVector, path: str | Path, format: str | None = N
         )
     if fmt.name == "mrepe":
         return list(vector.save(path))
-    writer = {"gguf": write_gguf, "svec": write_svec, "lm_eval": write_lm_eval}[fmt.name]
-    return [writer(vector, path, **options)]
+    writers: dict[str, Callable[..., Path]] = {"gguf": write_gguf, "svec": write_svec, "lm_eval": write_lm_eval}
+    return [writers[fmt.name](vector, path, **options)]
 
 
 def load_vector(path: str | Path, n_layers: int | None = None) -> SteeringVector:

@@ -152,7 +152,7 @@ class SteeringVector:
         with the tensor and ``<path>.json`` with layers and metadata. ``.gguf``, ``.svec``, ``.pt``:
         llama.cpp/repeng control vector, IBM activation-steering, lm-eval ``steered`` (export only)."""
         base = Path(path)
-        if format in (None, "safetensors") and base.suffix in ("", ".safetensors", ".json"):
+        if format in (None, "mrepe") and base.suffix in ("", ".safetensors", ".json"):
             return list(self._save_own(base))
         from .vector_formats import save_vector
 

@@ -279,10 +279,10 @@ def split_pairs(groups: Sequence[str], labels: Sequence[str], seed: int = 0) -> 
     """Train / held-out masks that hold out one group per label (e.g. one image per COCO theme),
     so captions of a held-out image never leak into training."""
     rng = np.random.default_rng(seed)
-    groups, labels = np.asarray(groups), np.asarray(labels)
+    groups_a, labels_a = np.asarray(groups), np.asarray(labels)
     held = set()
-    for label in sorted(set(labels.tolist())):
-        candidates = sorted(set(groups[labels == label].tolist()))
+    for label in sorted(set(labels_a.tolist())):
+        candidates = sorted(set(groups_a[labels_a == label].tolist()))
         if len(candidates) > 1:
             held.add(candidates[int(rng.integers(len(candidates)))])
     heldout = np.array([g in held for g in groups])

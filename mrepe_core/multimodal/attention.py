@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,10 +42,11 @@ def attention_module(layer: nn.Module) -> nn.Module:
 
 def _layer_list(target: nn.Module | Sequence[nn.Module]) -> Sequence[nn.Module]:
     if isinstance(target, (nn.ModuleList, list, tuple)):
-        return target
+        return list(target)
     from ..models import decoder_layers
 
-    return decoder_layers(target)
+    assert isinstance(target, nn.Module)
+    return list(decoder_layers(target))
 
 
 def _num_heads(module: nn.Module) -> int:
@@ -205,12 +207,13 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
         raise AttentionBiasError(f"{type(model).__name__} cannot switch to eager attention.")
     from ..models import exclusive
 
+    switch: Any = model.set_attn_implementation  # transformers' method (nn.Module attributes are untyped)
     with exclusive(model):
-        model.set_attn_implementation("eager")
+        switch("eager")
         try:
             yield
         finally:
-            model.set_attn_implementation(original)
+            switch(original)
 
 
 def span_token_mask(offsets: Sequence[tuple[int, int]], start: int, end: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from .directions import (  # noqa: F401  (re-exported: eq. 1 and eq. 6 were defi
     prototype,
     similarity,
 )
-from .media import MediaError, clean_text, decode_audio, decode_image
+from .media import CLAP_SAMPLE_RATE, MAX_AUDIO_SECONDS, MediaError, clean_text, decode_audio, decode_image
 
 MEDIA = ASSETS / "media"
 BATCH_SIZE = 16  # items decoded and embedded together
@@ -132,7 +132,7 @@ def paired_items(modality_a: str, modality_b: str) -> list[tuple[MediaItem, Medi
     """
     pair = {modality_a, modality_b}
     if pair == {"text", "image"}:
-        images = {it.path.name: it for it in builtin_items("image")}
+        images = {it.path.name: it for it in builtin_items("image") if it.path is not None}
         pairs = [(t, images[t.key.split(":", 1)[1].split("#")[0]]) for t in builtin_items("text")]
     elif pair == {"text", "audio"}:
         pairs = [
@@ -300,10 +300,11 @@ def load_item(item: MediaItem, sample_rate: int | None = None, max_seconds: floa
         raise MediaError(f"{item.key} has no file.")
     if item.modality == "image":
         return decode_image(item.path)
-    kwargs = {"target_sr": sample_rate} if sample_rate else {}
-    if max_seconds:
-        kwargs["max_seconds"] = max_seconds
-    return decode_audio(item.path, **kwargs).waveform
+    return decode_audio(
+        item.path,
+        target_sr=sample_rate or CLAP_SAMPLE_RATE,
+        max_seconds=max_seconds or MAX_AUDIO_SECONDS,
+    ).waveform
 
 
 class EmbeddingBank:

@@ -119,7 +119,7 @@ class BaseEncoder:
             )
         if len(items) == 0:
             return torch.zeros(0, self.dimensions)
-        fn: Callable[..., torch.Tensor] = {
+        fn: Callable[..., torch.Tensor] = {  # type: ignore[assignment]  # bound methods of one signature
             "text": self.embed_text,
             "image": self.embed_image,
             "audio": self.embed_audio,

@@ -275,7 +275,7 @@ def encode_with_span(tokenizer, prompt: str, span: str | tuple[int, int], use_ch
         )
     except NotImplementedError as exc:
         raise InterventionError("This tokenizer gives no character offsets; use a fast tokenizer.") from exc
-    offsets = [tuple(map(int, o)) for o in enc["offset_mapping"][0].tolist()]
+    offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"][0].tolist()]
     mask = span_token_mask(offsets, offset + start, offset + end)
     if not mask.any():
         raise InterventionError("The span covers no token; mark a longer part of the prompt.")

@@ -89,7 +89,12 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 
 def rate(
-    flags: Sequence[bool], metric: str, classifier: str, input_set: str, perturbation: str = "", bound: str = "exact"
+    flags: Sequence[bool] | np.ndarray,
+    metric: str,
+    classifier: str,
+    input_set: str,
+    perturbation: str = "",
+    bound: str = "exact",
 ) -> RateResult:
     flags = np.asarray(flags, dtype=bool)
     if flags.size == 0:
@@ -327,7 +332,8 @@ def scr_with_instruction_emphasis(
     tok, model = loaded.tokenizer, loaded.model
     chat = loaded.has_chat_template
     input_set = f"{len(requests)} harmful requests prefixed by the instruction {instruction!r}"
-    base_out, new_out = [], []
+    base_out: list[str] = []
+    new_out: list[str] = []
     for start in range(0, len(requests), batch_size):
         chunk = requests[start : start + batch_size]
         users = [f"{instruction}\n\n{r}" for r in chunk]
@@ -336,7 +342,7 @@ def scr_with_instruction_emphasis(
         masks = []
         for row, (text, user) in enumerate(zip(texts, users)):
             begin = text.find(user)
-            offsets = [tuple(map(int, o)) for o in enc["offset_mapping"][row].tolist()]
+            offsets = [(int(a), int(b)) for a, b in enc["offset_mapping"][row].tolist()]
             row_mask = span_token_mask(offsets, begin, begin + len(instruction))
             row_mask &= enc["attention_mask"][row].bool().numpy()  # padding has (0, 0) offsets; never biased
             masks.append(row_mask)

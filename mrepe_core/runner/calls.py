@@ -118,6 +118,7 @@ def next_token_states_grid(
         for j, (i, r) in enumerate(out_rows):
             states[slot[r], i] = st[j].float().cpu()
             logits[slot[r], i] = lg[j].float().cpu()
+    assert logits is not None  # the grid and the texts are non-empty
     return states, logits
 
 

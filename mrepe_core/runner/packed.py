@@ -119,7 +119,7 @@ class PackedRunner:
         positions = torch.zeros((len(unit_ids), width), dtype=torch.long)
         for r, u in enumerate(unit_ids):
             n = len(self.units[u])
-            allowed[r, :n, :n] = self.units[u].mask
+            allowed[r, :n, :n] = self.units[u].mask  # type: ignore[assignment]  # set in __init__
             positions[r, :n] = torch.tensor(self.units[u].tree.positions)
         mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
         return positions.to(dev), mask.unsqueeze(1).to(dev), width
@@ -246,7 +246,9 @@ class PackedRunner:
 
     def batches(self, rows: Sequence[tuple[int, float]]) -> list[list[tuple[int, float]]]:
         """Split (unit, r_e) rows into forward passes of about ``batch_tokens`` padded tokens."""
-        out, current, width = [], [], 0
+        out: list[list[tuple[int, float]]] = []
+        current: list[tuple[int, float]] = []
+        width = 0
         for row in rows:
             w = max(width, len(self.units[row[0]]))
             if current and w * (len(current) + 1) > self.batch_tokens:

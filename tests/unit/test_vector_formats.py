@@ -424,3 +424,10 @@ def test_lm_eval_hookpoints_name_the_decoder_blocks_hf_steered_hooks(tmp_path):
     config = torch.load(write_lm_eval(unit_vector(), tmp_path / "s.pt"), weights_only=True)
     modules = dict(model.base_model.named_modules())  # where hf_steered.steer() looks hookpoints up
     assert [modules[h] for h in config] == [model.model.layers[k] for k in (1, 3, 5)]
+
+
+def test_cli_offers_the_formats_the_module_writes():
+    from mrepe_core.cli import VECTOR_FORMATS
+    from mrepe_core.vector_formats import FORMATS
+
+    assert set(VECTOR_FORMATS) == {f.name for f in FORMATS}

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from multimodal_tiny import one_torch_thread  # noqa: F401  (fixture: one intra-op thread per module)
 
+from mrepe_core.concept_map_inputs import max_user_texts
 from mrepe_core.config import SweepConfig
 from mrepe_core.sweep import run_sweep
 from mrepe_ui import maps_tab as tab
@@ -21,6 +22,16 @@ PRESET = "tiny-maps"
 class NoProgress:
     def __call__(self, *args, **kwargs):
         return None
+
+
+def last(outputs):
+    """A streaming handler's final outputs (a plain handler's are returned as they are)."""
+    if isinstance(outputs, tuple):
+        return outputs
+    final = None
+    for final in outputs:
+        pass
+    return final
 
 
 @pytest.fixture(scope="module")
@@ -79,15 +90,17 @@ def test_stored_checks_open_without_a_model():
 
 def test_live_checks_add_the_noise_histogram():
     session = tab.open_preset(PRESET, None)[0]
-    outputs = tab.measure_diagnostics(PRESET, "", "1:3", session, progress=NoProgress())
+    outputs = last(tab.measure_diagnostics(PRESET, "", "1:3", session, progress=NoProgress()))
     session, hist = outputs[0], chart(outputs[3])
     assert [t["type"] for t in hist["data"]] == ["bar", "scatter"] and session.noise_samples
     assert "Measured now" in outputs[-1]
 
 
 def test_map_handlers_build_move_and_refuse_bad_layers():
-    out = tab.build_map_view(
-        PRESET, "", "1:3", 4, "my own question", 1, "pca", ["eval", "user"], True, None, progress=NoProgress()
+    out = last(
+        tab.build_map_view(
+            PRESET, "", "1:3", 4, "my own question", 1, "pca", ["eval", "user"], True, None, progress=NoProgress()
+        )
     )
     session, fig, layer, r_slider, status = out[:5]
     assert layer["maximum"] == 3 and r_slider["minimum"] == -2.0 and r_slider["maximum"] == 2.0
@@ -100,13 +113,14 @@ def test_map_handlers_build_move_and_refuse_bad_layers():
     assert not np.allclose(star(low), star(high))
     assert "r_e = -2" in low["layout"]["title"]["text"]
     # A later layer is measured with the model; the frames follow the (coarser) measured grid.
-    session, fig, r_slider, status = tab.redraw_map(2, "pca", ["eval"], True, session, progress=NoProgress())[:4]
-    assert "Measured" in status and session.frames.r_values == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    session, fig, r_slider, status = last(tab.redraw_map(2, "pca", ["eval"], True, session, progress=NoProgress()))[:4]
+    assert "Measured" in status and session.explorer.view.frames.r_values == [-2.0, -1.0, 0.0, 1.0, 2.0]
     with pytest.raises(gr.Error, match="the model has 4 layers"):
-        tab.build_map_view(PRESET, "", "7:9", 4, "", 1, "pca", ["eval"], True, session, progress=NoProgress())
+        last(tab.build_map_view(PRESET, "", "7:9", 4, "", 1, "pca", ["eval"], True, session, progress=NoProgress()))
+    too_many = "\n".join(["x"] * (max_user_texts() + 1))
     with pytest.raises(gr.Error, match="at most"):
-        tab.build_map_view(
-            PRESET, "", "1:3", 4, "\n".join(["x"] * 40), 1, "pca", ["eval"], True, session, progress=NoProgress()
+        last(
+            tab.build_map_view(PRESET, "", "1:3", 4, too_many, 1, "pca", ["eval"], True, session, progress=NoProgress())
         )
 
 

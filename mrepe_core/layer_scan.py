@@ -71,9 +71,12 @@ class ScanPlan:
         return len(self.windows) * self.rows_per_window
 
     def describe(self) -> str:
+        windows = "window" if len(self.windows) == 1 else "windows"
+        prompts = "prompt" if self.n_behavior == 1 else "prompts"
+        questions = "question" if self.n_questions == 1 else "questions"
         return (
-            f"{len(self.windows)} windows × {self.r_steps} r_e × ({self.n_behavior} behaviour prompts + "
-            f"{self.n_questions} questions) = {self.rows:,} rows"
+            f"{len(self.windows)} {windows} × {self.r_steps} r_e × ({self.n_behavior} behaviour {prompts} + "
+            f"{self.n_questions} {questions}) = {self.rows:,} rows"
         )
 
 
@@ -170,7 +173,9 @@ def iter_scan(
             rows += _window_rows(result, behavior.name, start, stop)
             message = f"Window {k + 1} of {len(plan.windows)} (layers {start}–{stop - 1}) done"
             table = pd.DataFrame(rows, columns=COLUMNS)
-            yield ScanEvent("window", message, done, plan.rows, plan, clock.rate(), None, table)
+            rate = clock.rate()
+            left = rate.seconds(plan.rows - done) if rate is not None else None
+            yield ScanEvent("window", message, done, plan.rows, plan, rate, left, table)
     except SweepCancelled:
         raise Cancelled("The layer scan was cancelled.") from None
     finally:

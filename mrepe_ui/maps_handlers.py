@@ -138,7 +138,7 @@ def cancel_job(kind: str):
 
     def cancel(session, request: gr.Request | None = None) -> str:
         n = JOBS.cancel(session_key(request, session), kind)
-        return "⏹ Cancelling: it stops after the current batch…" if n else gr.skip()
+        return "Cancelling: it stops after the current batch…" if n else gr.skip()
 
     return cancel
 
@@ -201,7 +201,7 @@ def build_map_view(
     switch = JOBS.start(key, MAP)
     skip = gr.skip()
     try:
-        yield (session, skip, skip, skip, f"⏳ Loading `{spec}` and reading its hidden states…", skip, skip)
+        yield (session, skip, skip, skip, f"Running: loading `{spec}` and reading its hidden states…", skip, skip)
         with maps_errors("Concept map"):
             loaded = load_model_for(config)
             chosen = steer_layers_for(req["layers_text"], config, loaded.n_layers)
@@ -330,7 +330,7 @@ def measure_diagnostics(
     switch = JOBS.start(key, CHECKS)
     note_only = (gr.skip(),) * 7
     try:
-        yield (session, *note_only[:6], f"⏳ Loading `{spec}`…")
+        yield (session, *note_only[:6], f"Running: loading `{spec}`…")
         with maps_errors("Assumption checks"):
             loaded = load_model_for(config)
             chosen = steer_layers_for(layers_text, config, loaded.n_layers)

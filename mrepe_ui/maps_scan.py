@@ -19,7 +19,7 @@ from .common import chart_value, fmt, gpu
 from .maps_handlers import MAX_LAYERS, cancelled_note, config_for, load_model_for, same_model
 from .maps_inputs import maps_errors, whole_number
 from .maps_jobs import JOBS, SCAN, session_key
-from .maps_views import as_session, or_message
+from .maps_views import MapsSession, as_session, or_message
 from .presets import preset_layer_count
 
 # A coarse scan by default: 5 windows of the 30-layer default model, 5 coefficients, a few items.
@@ -51,12 +51,23 @@ def _estimate(rows: int, rate: throughput.Rate | None) -> str:
     return f"about {throughput.describe_seconds(rate.seconds(rows))} ({rate.seconds_per_row:.3g} s/row, {rate.source})"
 
 
-def scan_plan_view(preset_name, model_text, width, stride, r_steps, n_eval, n_questions) -> str:
+def known_depth(preset, spec: str, result, session=None) -> int | None:
+    """The model's decoder layers when known without loading it: from the preset's stored results,
+    or from the model this session's map already loaded."""
+    if result is not None and same_model(preset, spec):
+        return preset_layer_count(result)
+    loaded = session.explorer.loaded if isinstance(session, MapsSession) else None
+    if loaded is not None and session.model_spec == spec:
+        return loaded.n_layers
+    return None
+
+
+def scan_plan_view(preset_name, model_text, width, stride, r_steps, n_eval, n_questions, session=None) -> str:
     """Before the scan: its rows against this server's cap, and how long it will take (no model)."""
     with maps_errors("Layer scan"):
         preset, config, result, spec = config_for(preset_name, model_text)
         s = scan_settings(width, stride, r_steps, n_eval, n_questions)
-    n_layers = preset_layer_count(result) if same_model(preset, spec) else None
+    n_layers = known_depth(preset, spec, result, session)
     depth = n_layers or preset_layer_count(None)
     try:
         plan = plan_scan(depth, s["width"], s["stride"] or None, s["r_steps"], s["n_eval"], 0)
@@ -83,40 +94,43 @@ def _charts(table) -> tuple[str | None, str | None]:
     return chart_value(b), chart_value(h)
 
 
-def _progress_line(event: ScanEvent, started: float) -> str:
-    share = 100 * event.done / max(event.total, 1)
-    text = f"⏳ {event.done:,} / {event.total:,} rows ({share:.0f}%)"
-    if event.seconds_left is not None and event.rate is not None:
-        text += (
-            f" · about {throughput.describe_seconds(event.seconds_left)} left ({event.rate.seconds_per_row:.3g} s/row)"
-        )
-    return text + f" · {time.perf_counter() - started:.0f} s so far · Cancel stops it within one batch."
+class ScanStatus:
+    """The scan's status line: the estimate (kept once known) above the latest progress."""
 
+    def __init__(self, known: throughput.Rate | None) -> None:
+        self.started = time.perf_counter()
+        self.known = known
+        self.estimate = ""
 
-def _event_output(event: ScanEvent, started: float, spec: str, known: throughput.Rate | None):
-    """(B chart, H chart, status) for one scan event; None where nothing changes."""
-    if event.kind == "stage":
-        plan = event.plan
-        lines = [f"⏳ {event.message}…"]
-        if plan is not None:
-            lines.append(f"**Plan:** {plan.describe()}. **Estimated time:** {_estimate(plan.rows, known)}.")
-        return None, None, "\n\n".join(lines)
-    if event.kind == "estimate" and event.rate is not None and event.plan is not None:
-        total = event.rate.seconds(event.plan.rows)
-        return (
-            None,
-            None,
-            (
-                f"⏳ **Estimated time:** about {throughput.describe_seconds(total)} for {event.plan.rows:,} rows "
-                f"({event.rate.seconds_per_row:.3g} s/row, {event.rate.source}).\n\n" + _progress_line(event, started)
-            ),
-        )
-    if event.kind == "progress":
-        return None, None, _progress_line(event, started)
-    if event.kind == "window" and event.table is not None:
-        b, h = _charts(event.table)
-        return b, h, f"⏳ {event.message}. " + _progress_line(event, started)
-    return None, None, None
+    def progress(self, event: ScanEvent) -> str:
+        share = 100 * event.done / max(event.total, 1)
+        text = f"Running: {event.done:,} / {event.total:,} rows ({share:.0f}%)"
+        if event.seconds_left is not None and event.rate is not None:
+            left = throughput.describe_seconds(event.seconds_left)
+            text += f" · about {left} left ({event.rate.seconds_per_row:.3g} s/row)"
+        text += f" · {time.perf_counter() - self.started:.0f} s so far · Cancel stops it within one batch."
+        return "\n\n".join(t for t in (self.estimate, text) if t)
+
+    def update(self, event: ScanEvent) -> tuple[str | None, str | None, str | None]:
+        """(B chart, H chart, status) for one scan event; None where nothing changes."""
+        if event.kind == "stage":
+            if event.plan is not None:
+                rows = event.plan.rows
+                self.estimate = f"**Plan:** {event.plan.describe()}. **Estimated time:** {_estimate(rows, self.known)}."
+            return None, None, "\n\n".join(t for t in (self.estimate, f"Running: {event.message}…") if t)
+        if event.kind == "estimate" and event.rate is not None and event.plan is not None:
+            total = throughput.describe_seconds(event.rate.seconds(event.plan.rows))
+            self.estimate = (
+                f"**Plan:** {event.plan.describe()}. **Estimated time:** about {total} "
+                f"({event.rate.seconds_per_row:.3g} s/row, {event.rate.source})."
+            )
+            return None, None, self.progress(event)
+        if event.kind == "progress":
+            return None, None, self.progress(event)
+        if event.kind == "window" and event.table is not None:
+            b, h = _charts(event.table)
+            return b, h, self.progress(event) + f" {event.message}."
+        return None, None, None
 
 
 @gpu(duration=900)
@@ -139,18 +153,14 @@ def scan_layers_view(
         s = scan_settings(width, stride, r_steps, n_eval, n_questions)
         config = dataclasses.replace(config, n_eval=s["n_eval"], n_questions_per_subject=s["n_questions"])
         known = throughput.measured(spec)
-        if same_model(preset, spec):  # refuse an oversized scan before loading anything
+        depth = known_depth(preset, spec, result, session)
+        if depth is not None:  # refuse an oversized scan before loading anything
             n_q = s["n_questions"] * len(config.helpfulness_subjects)
-            early = plan_scan(
-                preset_layer_count(result), s["width"], s["stride"] or None, s["r_steps"], s["n_eval"], n_q
-            )
-            check_scan(early, None, known)
+            check_scan(plan_scan(depth, s["width"], s["stride"] or None, s["r_steps"], s["n_eval"], n_q), None, known)
     key = session_key(request, session)
     switch = JOBS.start(key, SCAN)
-    started = time.perf_counter()
-    b = h = None
-    last = "⏳ Loading the model…"
-    yield (gr.skip(), gr.skip(), last)
+    status = ScanStatus(known)
+    yield (gr.skip(), gr.skip(), "Running: loading the model…")
     events = None
     try:
         with maps_errors("Layer scan"):
@@ -160,14 +170,10 @@ def scan_layers_view(
             for event in events:
                 if event.kind == "done":
                     b, h = _charts(event.table)
-                    took = time.perf_counter() - started
-                    rate = f", {event.rate.seconds_per_row:.3g} s/row" if event.rate is not None else ""
-                    yield (b, h, _done_note(spec, config, s, event, took, rate))
+                    yield (b, h, _done_note(spec, config, s, event, time.perf_counter() - status.started))
                     return
-                chart_b, chart_h, status = _event_output(event, started, spec, known)
-                if chart_b is not None:
-                    b, h = chart_b, chart_h
-                yield (gr.skip() if chart_b is None else b, gr.skip() if chart_h is None else h, status or gr.skip())
+                b, h, text = status.update(event)
+                yield (gr.skip() if b is None else b, gr.skip() if h is None else h, text or gr.skip())
     except Cancelled:
         note = cancelled_note(switch, "The layer scan")
         yield (
@@ -182,7 +188,8 @@ def scan_layers_view(
         JOBS.finish(key, SCAN, switch)
 
 
-def _done_note(spec, config, s, event: ScanEvent, took: float, rate: str) -> str:
+def _done_note(spec, config, s, event: ScanEvent, took: float) -> str:
+    rate = f", {event.rate.seconds_per_row:.3g} s/row" if event.rate is not None else ""
     plan = event.plan
     windows = len(plan.windows) if plan is not None else "?"
     return (

@@ -218,6 +218,7 @@ def _diagnostics_section(initial):
                 label="Estimates vs bound fits",
                 interactive=False,
                 wrap=True,
+                column_widths=["20%", "13%", "11%", "11%", "45%"],
                 elem_id="diag-table",
             )
         with gr.Row():
@@ -247,8 +248,9 @@ def _scan_section():
             c["cancel"] = gr.Button("Cancel", elem_id="scan-cancel", scale=1)
         c["status"] = gr.Markdown(elem_id="scan-status")
         with gr.Row():
-            c["b"] = plotly_chart(None, label="B over layer window × r_e", elem_id=CHART_IDS["scan_b"])
-            c["h"] = plotly_chart(None, label="Helpfulness over layer window × r_e", elem_id=CHART_IDS["scan_h"])
+            empty = message_figure("No scan yet: press 'Scan layers'.")
+            c["b"] = plotly_chart(empty, label="B over layer window × r_e", elem_id=CHART_IDS["scan_b"])
+            c["h"] = plotly_chart(empty, label="Helpfulness over layer window × r_e", elem_id=CHART_IDS["scan_h"])
     return c
 
 
@@ -352,7 +354,10 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
 
     plan_inputs = [preset_choice, model, s["width"], s["stride"], s["r_steps"], s["n_eval"], s["n_questions"]]
     for component in plan_inputs:
-        component.change(scan_plan_view, plan_inputs, [s["plan"]], **instant)
+        component.change(scan_plan_view, [*plan_inputs, state], [s["plan"]], **instant)
+    # A map loaded the model (its depth is known now) or a scan timed its rows: the plan says so.
+    for shown in (m["status"], s["status"]):
+        shown.change(scan_plan_view, [*plan_inputs, state], [s["plan"]], trigger_mode="always_last", **instant)
     s["run"].click(
         scan_layers_view,
         [*plan_inputs, state],
@@ -375,6 +380,6 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
     root = Context.root_block
     if isinstance(root, gr.Blocks):
         # Page load: the scan plan and the UMAP hint as they are now; leaving: stop this visitor's jobs.
-        root.load(scan_plan_view, plan_inputs, [s["plan"]], **instant)
+        root.load(scan_plan_view, [*plan_inputs, state], [s["plan"]], **instant)
         root.load(umap_hint_on_load, None, [m["method"], m["timer"]], **instant)
         root.unload(end_session)

@@ -187,7 +187,8 @@ def _map_layout(title: str, axis_titles: tuple[str, str], equal_aspect: bool) ->
         autosize=True,
         uirevision="concept-map",
         title=dict(text=title, font=dict(size=14)),
-        margin=dict(l=50, r=20, t=50 if title else 30, b=50),
+        # Top margin: the dashboard's chart label sits over the plot's top-left corner.
+        margin=dict(l=50, r=20, t=80 if title else 40, b=50),
         legend=dict(orientation="v", x=1.02, y=1, font=dict(size=11)),
         hovermode="closest",
         xaxis=dict(title=dict(text=axis_titles[0]), zeroline=False),

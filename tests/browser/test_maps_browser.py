@@ -1,0 +1,210 @@
+"""The Concept maps & diagnostics tab in a real browser (Playwright driving Debian's chromium).
+
+The page opens on a preset's stored assumption checks (no model), draws a concept map of a preset
+whose model is the tiny Llama, shows the UMAP hint change when the warm-up finishes, plans a layer
+scan, runs it and stops it with Cancel. Screenshots go to the test's output folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import dashboard_bench as bench  # noqa: E402
+
+sync_api = pytest.importorskip("playwright.sync_api")
+
+TINY = "tiny-maps"
+BATCH_S = 0.3  # each scorer batch of the tiny model holds it this long, so a scan runs long enough to cancel
+
+
+@pytest.fixture(scope="module")
+def presets_folder(tmp_path_factory, tiny_model_dir):
+    folder = tmp_path_factory.mktemp("presets")
+    shutil.copy(ROOT / "presets" / "harmless-smollm2.yaml", folder / "harmless-smollm2.yaml")
+    shutil.copytree(ROOT / "presets" / "harmless-smollm2", folder / "harmless-smollm2")
+    fields = dict(
+        name=TINY,
+        model=str(tiny_model_dir),
+        behavior="harmless",
+        layers="1:3",
+        r_min=-2.0,
+        r_max=2.0,
+        r_steps=5,
+        n_pairs=4,
+        n_eval=6,
+        helpfulness_subjects=["marketing"],
+        n_questions_per_subject=3,
+        mmlu_split="dev",
+        dtype="fp32",
+        n_diagnostics=0,
+    )
+    (folder / f"{TINY}.yaml").write_text(yaml.safe_dump(fields), encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gate():
+    """UMAP's warm-up, gated by the test (a real one compiles numba for a minute)."""
+    from mrepe_core import projection_warmup
+
+    gate = threading.Event()
+    saved = projection_warmup.WARMUP
+    projection_warmup.WARMUP = projection_warmup.UmapWarmup(lambda: gate.wait(120) or None)
+    projection_warmup.WARMUP.start()
+    yield gate
+    gate.set()
+    projection_warmup.WARMUP = saved
+
+
+@pytest.fixture(scope="module")
+def app_url(presets_folder, gate):
+    from mrepe_core import runner
+    from mrepe_core.models import exclusive
+
+    saved_env = os.environ.get("MREPE_PRESETS_DIR")
+    os.environ["MREPE_PRESETS_DIR"] = str(presets_folder)
+    saved_runs = {cls: cls.run for cls in (runner.NextTokenScorer, runner.ChoiceScorer)}
+    for cls, original in saved_runs.items():
+
+        def slow(self, rows, return_states=False, original=original):
+            with exclusive(self.loaded.model):
+                time.sleep(BATCH_S)
+                return original(self, rows, return_states=return_states)
+
+        cls.run = slow
+    import app
+
+    demo = app.build_demo()
+    assert not app.TAB_ERRORS, app.TAB_ERRORS
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **app.launch_options())
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+        for cls, original in saved_runs.items():
+            cls.run = original
+        if saved_env is None:
+            os.environ.pop("MREPE_PRESETS_DIR", None)
+        else:
+            os.environ["MREPE_PRESETS_DIR"] = saved_env
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    if not Path(bench.CHROMIUM).is_file():
+        pytest.fail(f"{bench.CHROMIUM} is missing: install Debian's chromium (make browser).")
+    with sync_api.sync_playwright() as pw:
+        browser = bench.launch_browser(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(app_url)
+        page.get_by_role("tab", name="Concept maps & diagnostics").click()
+        yield page
+        assert not errors, errors
+        browser.close()
+
+
+def traces(page, chart_id: str) -> list[str]:
+    return page.evaluate(
+        "(id) => { const gd = document.querySelector('#' + id + ' .js-plotly-plot');"
+        " return gd && gd.data ? gd.data.map((t) => t.name || '') : []; }",
+        chart_id,
+    )
+
+
+def shot(page, tmp_path: Path, name: str, selector: str | None = None) -> Path:
+    path = tmp_path / name
+    if selector:
+        page.locator(selector).screenshot(path=str(path))
+    else:
+        page.screenshot(path=str(path), full_page=True)
+    print(f"\nscreenshot: {path}")
+    return path
+
+
+def test_stored_checks_show_without_a_model(page, tmp_path):
+    page.wait_for_function(
+        "() => ['final-shift-plot', 'logit-noise-plot', 'separation-plot', 'fit-comparison-plot']"
+        ".every((id) => document.querySelector('#' + id + ' .js-plotly-plot .trace'))",
+        timeout=30000,
+    )
+    assert "|δr| measured" in traces(page, "final-shift-plot")
+    assert "Preset harmless-smollm2 (stored)" in page.locator("#diag-notes").inner_text()
+    shot(page, tmp_path, "maps-checks.png", "#maps-diagnostics")
+
+
+def test_umap_hint_updates_when_ready(page, gate):
+    radio = page.locator("#map-projection")
+    radio.get_by_text("not ready yet").wait_for(timeout=15000)
+    gate.set()
+    radio.get_by_text("UMAP ready.").wait_for(timeout=15000)
+
+
+def test_map_of_a_tiny_preset(page, tmp_path):
+    dropdown = page.locator("#maps-preset input")
+    dropdown.click()
+    page.get_by_role("option", name=TINY).click()
+    page.locator("#maps-steer-layers textarea, #maps-steer-layers input").first.wait_for()
+    page.wait_for_function(
+        "() => (document.querySelector('#maps-steer-layers textarea, #maps-steer-layers input') || {}).value === '1:3'",
+        timeout=15000,
+    )
+    page.locator("#map-user-texts textarea").fill("How do rivers form?\nTell me a joke.")
+    page.locator("#map-draw").click()
+    page.wait_for_function(
+        "() => { const gd = document.querySelector('#concept-map-plot .js-plotly-plot');"
+        " return gd && gd.data && gd.data.some((t) => (t.name || '').startsWith('steered')); }",
+        timeout=120000,
+    )
+    names = traces(page, "concept-map-plot")
+    assert "your inputs" in names and "held-out behaviour prompts" in names
+    assert "first steered layer" in page.locator("#map-status").inner_text()
+    shot(page, tmp_path, "maps-concept-map.png", "#maps-concept")
+
+
+def test_scan_plan_run_and_cancel(page, tmp_path):
+    page.locator("#maps-layer-scan").get_by_text("Layer scan: where to steer").click()
+    for label, value in (("Window width (layers)", 1), ("Stride", 1), ("r_e steps", 5)):
+        box = page.locator("#maps-layer-scan").get_by_label(label)
+        box.fill(str(value))
+        box.press("Tab")
+    plan = page.locator("#scan-plan")
+    plan.get_by_text("4 windows × 5 r_e").wait_for(timeout=15000)
+    assert "Estimated time:" in plan.inner_text()
+    page.locator("#scan-layers").click()
+    status = page.locator("#scan-status")
+    status.get_by_text("rows (").first.wait_for(timeout=120000)
+    # The first window's heat maps appear while the scan goes on; the estimate stays above the progress.
+    status.get_by_text("Window 1 of 4").wait_for(timeout=120000)
+    text = status.inner_text()
+    assert "Estimated time: about" in text and "timed on the first" in text and "left" in text
+    assert len(traces(page, "layer-scan-b-plot")) == 1
+    shot(page, tmp_path, "maps-scan-running.png", "#maps-layer-scan")
+    clicked = time.perf_counter()
+    page.locator("#scan-cancel").click()
+    status.get_by_text("cancelled: stopped").wait_for(timeout=10000)
+    seen = time.perf_counter() - clicked
+    text = status.inner_text()
+    took = float(text.split("stopped ")[1].split(" s")[0])
+    print(f"\nbrowser: the scan stopped {took:.2f} s after Cancel (status shown {seen:.2f} s after the click)")
+    assert took < 2.0 and seen < 5.0
+    shot(page, tmp_path, "maps-scan-cancelled.png", "#maps-layer-scan")
+    shot(page, tmp_path, "maps-tab.png")

@@ -37,7 +37,7 @@ from .vectors import SteeringVector
 
 COLUMNS = ["layer_start", "layer_stop", "r_e", "metric", "value"]
 # Rows per forward pass in a scan: small batches, so a cancel (or another visitor) waits little.
-SCAN_BATCH_SIZE = 4
+SCAN_BATCH_SIZE = 2
 
 
 def layer_windows(n_layers: int, width: int, stride: int | None = None) -> list[tuple[int, int]]:

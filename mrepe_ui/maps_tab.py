@@ -27,12 +27,10 @@ from mrepe_core.models import resolve_layers
 from mrepe_core.plots.diagnostics import FINAL_SHIFT_HEIGHT
 
 from .common import MODEL_QUEUE, message_figure, plotly_chart
+from .maps_encoder import MAX_UPLOAD_BYTES, MAX_UPLOADS, encoder_map_view
 from .maps_handlers import (
-    MAX_UPLOAD_BYTES,
-    MAX_UPLOADS,
     build_map_view,
     cancel_job,
-    encoder_map_view,
     measure_diagnostics,
     move_points,
     open_preset,
@@ -314,7 +312,7 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
         **private,
     )
 
-    m["draw"].click(
+    drawn = m["draw"].click(
         build_map_view,
         [preset_choice, model, steer_layers, m["n_per_set"], m["user_texts"], m["layer"], m["method"]]
         + [m["steer_sets"], m["measure"], state],
@@ -355,10 +353,7 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
     plan_inputs = [preset_choice, model, s["width"], s["stride"], s["r_steps"], s["n_eval"], s["n_questions"]]
     for component in plan_inputs:
         component.change(scan_plan_view, [*plan_inputs, state], [s["plan"]], **instant)
-    # A map loaded the model (its depth is known now) or a scan timed its rows: the plan says so.
-    for shown in (m["status"], s["status"]):
-        shown.change(scan_plan_view, [*plan_inputs, state], [s["plan"]], trigger_mode="always_last", **instant)
-    s["run"].click(
+    scanned = s["run"].click(
         scan_layers_view,
         [*plan_inputs, state],
         [s["b"], s["h"], s["status"]],
@@ -368,6 +363,9 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
         **scan_job,
     )
     s["cancel"].click(cancel_job(SCAN), [state], [s["status"]], **instant)
+    # After a map (the model's depth is known now) or a scan (its rows were timed) the plan says so.
+    for done in (drawn, scanned):
+        done.then(scan_plan_view, [*plan_inputs, state], [s["plan"]], **instant)
 
     e["run"].click(
         encoder_map_view,

@@ -69,6 +69,12 @@ class Jobs:
             switch.set()
         return len(hit)
 
+    def running_count(self, kind: str | None = None) -> int:
+        """Jobs (of ``kind``, or all) whose switch is not set, over every session."""
+        with self._lock:
+            switches = [s for jobs in self._live.values() for k, s in jobs.items() if kind is None or k == kind]
+        return sum(1 for s in switches if not s.is_set())
+
     def running(self, session: str, kind: str) -> bool:
         with self._lock:
             switch = self._live.get(session, {}).get(kind)

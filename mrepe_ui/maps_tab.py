@@ -38,6 +38,7 @@ from .maps_handlers import (
     umap_hint_on_load,
     umap_tick,
 )
+from .maps_inputs import log
 from .maps_jobs import CHECKS, MAP, SCAN, end_session
 from .maps_scan import DEFAULTS, scan_layers_view, scan_plan_view
 from .maps_views import (
@@ -103,8 +104,9 @@ def _initial_state():
     if name is not None:
         try:
             result = preset_result(presets[name])
-        except ValueError as exc:
-            notice = f"⚠ Preset {name}: {exc}"
+        except (ValueError, OSError) as exc:
+            log.warning("maps: preset %s: stored results unreadable: %s", name, str(exc)[:300])
+            notice = f"⚠ Preset {name}: its stored results could not be read (the server log says why)."
         show_stored_diagnostics(initial, name, result)
     else:
         notice = "⚠ No presets found: the presets folder is empty."

@@ -75,8 +75,9 @@ def app_url(presets_folder, gate):
     from mrepe_core import runner
     from mrepe_core.models import exclusive
 
-    saved_env = os.environ.get("MREPE_PRESETS_DIR")
+    saved_env = {k: os.environ.get(k) for k in ("MREPE_PRESETS_DIR", "GRADIO_HEARTBEAT_INTERVAL")}
     os.environ["MREPE_PRESETS_DIR"] = str(presets_folder)
+    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "1"  # a closed page is noticed within a second or two
     saved_runs = {cls: cls.run for cls in (runner.NextTokenScorer, runner.ChoiceScorer)}
     for cls, original in saved_runs.items():
 
@@ -100,26 +101,50 @@ def app_url(presets_folder, gate):
         demo.close()
         for cls, original in saved_runs.items():
             cls.run = original
-        if saved_env is None:
-            os.environ.pop("MREPE_PRESETS_DIR", None)
-        else:
-            os.environ["MREPE_PRESETS_DIR"] = saved_env
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(scope="module")
-def page(app_url):
+def browser(app_url):
     if not Path(bench.CHROMIUM).is_file():
         pytest.fail(f"{bench.CHROMIUM} is missing: install Debian's chromium (make browser).")
     with sync_api.sync_playwright() as pw:
         browser = bench.launch_browser(pw)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(app_url)
-        page.get_by_role("tab", name="Concept maps & diagnostics").click()
-        yield page
-        assert not errors, errors
+        yield browser
         browser.close()
+
+
+def open_tab(browser, app_url, errors: list[str]):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(app_url)
+    page.get_by_role("tab", name="Concept maps & diagnostics").click()
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):
+    errors: list[str] = []
+    page = open_tab(browser, app_url, errors)
+    yield page
+    assert not errors, errors
+
+
+def choose_preset(page, name: str) -> None:
+    page.locator("#maps-preset input").click()
+    page.get_by_role("option", name=name).click()
+
+
+def start_scan(page, width: int = 1) -> None:
+    page.locator("#maps-layer-scan").get_by_text("Layer scan: where to steer").click()
+    for label, value in (("Window width (layers)", width), ("Stride", 1), ("r_e steps", 5)):
+        box = page.locator("#maps-layer-scan").get_by_label(label)
+        box.fill(str(value))
+        box.press("Tab")
 
 
 def traces(page, chart_id: str) -> list[str]:
@@ -159,9 +184,7 @@ def test_umap_hint_updates_when_ready(page, gate):
 
 
 def test_map_of_a_tiny_preset(page, tmp_path):
-    dropdown = page.locator("#maps-preset input")
-    dropdown.click()
-    page.get_by_role("option", name=TINY).click()
+    choose_preset(page, TINY)
     page.locator("#maps-steer-layers textarea, #maps-steer-layers input").first.wait_for()
     page.wait_for_function(
         "() => (document.querySelector('#maps-steer-layers textarea, #maps-steer-layers input') || {}).value === '1:3'",
@@ -181,11 +204,7 @@ def test_map_of_a_tiny_preset(page, tmp_path):
 
 
 def test_scan_plan_run_and_cancel(page, tmp_path):
-    page.locator("#maps-layer-scan").get_by_text("Layer scan: where to steer").click()
-    for label, value in (("Window width (layers)", 1), ("Stride", 1), ("r_e steps", 5)):
-        box = page.locator("#maps-layer-scan").get_by_label(label)
-        box.fill(str(value))
-        box.press("Tab")
+    start_scan(page)
     plan = page.locator("#scan-plan")
     plan.get_by_text("4 windows × 5 r_e").wait_for(timeout=15000)
     assert "Estimated time:" in plan.inner_text()
@@ -193,10 +212,13 @@ def test_scan_plan_run_and_cancel(page, tmp_path):
     status = page.locator("#scan-status")
     status.get_by_text("rows (").first.wait_for(timeout=120000)
     # The first window's heat maps appear while the scan goes on; the estimate stays above the progress.
-    status.get_by_text("Window 1 of 4").wait_for(timeout=120000)
+    page.wait_for_function(
+        "() => { const gd = document.querySelector('#layer-scan-b-plot .js-plotly-plot');"
+        " return gd && gd.data && gd.data.some((t) => (t.name || '').startsWith('behaviour')); }",
+        timeout=120000,
+    )
     text = status.inner_text()
     assert "Estimated time: about" in text and "timed on the first" in text and "left" in text
-    assert len(traces(page, "layer-scan-b-plot")) == 1
     shot(page, tmp_path, "maps-scan-running.png", "#maps-layer-scan")
     clicked = time.perf_counter()
     page.locator("#scan-cancel").click()
@@ -208,3 +230,28 @@ def test_scan_plan_run_and_cancel(page, tmp_path):
     assert took < 2.0 and seen < 5.0
     shot(page, tmp_path, "maps-scan-cancelled.png", "#maps-layer-scan")
     shot(page, tmp_path, "maps-tab.png")
+
+
+def test_closing_the_page_stops_its_scan(browser, app_url, page):
+    from mrepe_ui.maps_jobs import JOBS, SCAN
+
+    errors: list[str] = []
+    other = open_tab(browser, app_url, errors)
+    choose_preset(other, TINY)
+    other.wait_for_function(
+        "() => (document.querySelector('#maps-steer-layers textarea, #maps-steer-layers input') || {}).value === '1:3'",
+        timeout=15000,
+    )
+    start_scan(other)
+    other.locator("#scan-plan").get_by_text("r_e ×").wait_for(timeout=15000)
+    other.locator("#scan-layers").click()
+    other.locator("#scan-status").get_by_text("rows (").first.wait_for(timeout=120000)
+    assert JOBS.running_count(SCAN) == 1
+    closed = time.perf_counter()
+    other.close()
+    while JOBS.running_count(SCAN) and time.perf_counter() - closed < 30:
+        time.sleep(0.1)
+    took = time.perf_counter() - closed
+    print(f"\nbrowser: the scan of a closed page was cancelled {took:.1f} s after the page closed")
+    assert JOBS.running_count(SCAN) == 0 and took < 15
+    assert not errors, errors

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -142,7 +142,7 @@ def iter_scan(
     use_cache: bool = True,
     max_rows: int | None = None,
     batch_size: int | None = SCAN_BATCH_SIZE,
-) -> Iterator[ScanEvent]:
+) -> Generator[ScanEvent, None, None]:
     """Run a scan, yielding its events; the last one is ``done`` with the whole table.
 
     ``stored``: a vector for every layer (e.g. the preset's), used when it was extracted from this

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import gradio as gr
 
@@ -161,13 +161,14 @@ def scan_layers_view(
     switch = JOBS.start(key, SCAN)
     status = ScanStatus(known)
     yield (gr.skip(), gr.skip(), "Running: loading the model…")
-    events = None
+    events: Generator[ScanEvent, None, None] | None = None
     try:
         with maps_errors("Layer scan"):
             loaded = load_model_for(config)
             stored = result.vector if result is not None else None
-            events = iter_scan(config, s["width"], s["stride"] or None, s["r_steps"], loaded, stored, switch)
-            for event in events:
+            scan = iter_scan(config, s["width"], s["stride"] or None, s["r_steps"], loaded, stored, switch)
+            events = scan
+            for event in scan:
                 if event.kind == "done":
                     b, h = _charts(event.table)
                     yield (b, h, _done_note(spec, config, s, event, time.perf_counter() - status.started))

@@ -17,6 +17,8 @@ model one batch at a time, so other visitors' generations run in between.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 from gradio.context import Context
 
@@ -298,11 +300,11 @@ def build_maps_tab() -> None:
 
 
 def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
-    private = dict(api_visibility="private")
-    model_slot = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
-    long_job = dict(concurrency_id=LONG_QUEUE, concurrency_limit=2)
-    scan_job = dict(concurrency_id=SCAN_QUEUE, concurrency_limit=1)
-    instant = dict(queue=False, show_progress="hidden", **private)
+    private: dict[str, Any] = dict(api_visibility="private")
+    model_slot: dict[str, Any] = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
+    long_job: dict[str, Any] = dict(concurrency_id=LONG_QUEUE, concurrency_limit=2)
+    scan_job: dict[str, Any] = dict(concurrency_id=SCAN_QUEUE, concurrency_limit=1)
+    instant: dict[str, Any] = dict(queue=False, show_progress="hidden", **private)
 
     diag_outputs = [state, d["final"], d["noise"], d["hist"], d["sep"], d["cmp"], d["table"], d["notes"]]
     preset_choice.change(

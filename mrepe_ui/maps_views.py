@@ -84,9 +84,10 @@ def _histogram(session: MapsSession, est: dict) -> go.Figure:
             "The stored results keep the noise's standard deviation, not its samples.<br>"
             "Press 'Measure the checks now' to draw its distribution."
         )
-    r_e = (est.get("noise_normality") or {}).get("r_e")
-    if r_e not in session.noise_samples:
-        r_e = max(session.noise_samples, key=abs)
+    stored = (est.get("noise_normality") or {}).get("r_e")
+    r_e = (
+        float(stored) if stored is not None and stored in session.noise_samples else max(session.noise_samples, key=abs)
+    )
     return or_message(lambda: noise_histogram_figure(session.noise_samples[r_e], r_e), "Too few noise samples.")
 
 

@@ -126,11 +126,13 @@ def cancelled_note(switch: CancelSwitch, what: str) -> str:
 
 
 def cancel_job(kind: str):
-    """A Cancel button's handler for jobs of ``kind`` (queue-free: it runs while the job runs)."""
+    """A Cancel button's handler for jobs of ``kind`` (queue-free: it runs while the job runs). It
+    only sets the switch and has no output: the job itself says when it stopped (two writers of one
+    status line would race)."""
 
-    def cancel(session, request: gr.Request | None = None) -> str:
+    def cancel(session, request: gr.Request | None = None) -> None:
         n = JOBS.cancel(session_key(request, session), kind)
-        return "Cancelling: it stops after the current batch…" if n else gr.skip()
+        log.info("maps: cancel %s requested (%d running)", kind, n)
 
     return cancel
 

@@ -300,7 +300,10 @@ def build_maps_tab() -> None:
 
 
 def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
-    private: dict[str, Any] = dict(api_visibility="private")
+    # Inputs reach the handlers unprocessed: they check every value themselves (maps_inputs), and
+    # Gradio's own checks of a dropdown or radio would repeat a long invalid value back in full.
+    raw: dict[str, Any] = dict(preprocess=False)
+    private: dict[str, Any] = dict(api_visibility="private", **raw)
     model_slot: dict[str, Any] = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
     long_job: dict[str, Any] = dict(concurrency_id=LONG_QUEUE, concurrency_limit=2)
     scan_job: dict[str, Any] = dict(concurrency_id=SCAN_QUEUE, concurrency_limit=1)
@@ -324,6 +327,7 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
         api_name="maps_build",
         show_progress="full",
         show_progress_on=[m["status"]],
+        **raw,
         **long_job,
     )
     redraw_inputs = [m["layer"], m["method"], m["steer_sets"], m["measure"], state]
@@ -338,7 +342,7 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
             **private,
             **long_job,
         )
-    m["cancel"].click(cancel_job(MAP), [state], [m["status"]], **instant)
+    m["cancel"].click(cancel_job(MAP), [state], None, **instant)
     # The slider only re-reads precomputed frames: no queue, no model.
     m["r_slider"].input(move_points, [m["r_slider"], state], [m["chart"]], trigger_mode="always_last", **instant)
     m["timer"].tick(umap_tick, None, [m["method"], m["timer"]], **instant)
@@ -352,7 +356,7 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
         **private,
         **long_job,
     )
-    d["cancel"].click(cancel_job(CHECKS), [state], [d["notes"]], **instant)
+    d["cancel"].click(cancel_job(CHECKS), [state], None, **instant)
 
     plan_inputs = [preset_choice, model, s["width"], s["stride"], s["r_steps"], s["n_eval"], s["n_questions"]]
     for component in plan_inputs:
@@ -364,9 +368,10 @@ def _wire(state, preset_choice, model, steer_layers, m, d, s, e) -> None:
         api_name="maps_scan_layers",
         show_progress="minimal",
         show_progress_on=[s["status"]],
+        **raw,
         **scan_job,
     )
-    s["cancel"].click(cancel_job(SCAN), [state], [s["status"]], **instant)
+    s["cancel"].click(cancel_job(SCAN), [state], None, **instant)
     # After a map (the model's depth is known now) or a scan (its rows were timed) the plan says so.
     for done in (drawn, scanned):
         done.then(scan_plan_view, [*plan_inputs, state], [s["plan"]], **instant)

@@ -255,3 +255,25 @@ def test_closing_the_page_stops_its_scan(browser, app_url, page):
     print(f"\nbrowser: the scan of a closed page was cancelled {took:.1f} s after the page closed")
     assert JOBS.running_count(SCAN) == 0 and took < 15
     assert not errors, errors
+
+
+def test_encoder_map_with_an_upload(page, tmp_path_factory, tmp_path):
+    """Uploads reach the handler unprocessed (as Gradio's file records) and are read from its cache."""
+    from multimodal_tiny import save_tiny_clip
+
+    from mrepe_core.multimodal.concepts import MEDIA
+
+    clip = save_tiny_clip(tmp_path_factory.mktemp("clip") / "clip")
+    section = page.locator("#maps-encoder")
+    section.get_by_text("Encoder space (CLIP images / CLAP audio)").click()
+    section.get_by_label("Encoder weights (hub id or folder; blank = environment variable)").fill(str(clip))
+    section.locator("input[type=file]").set_input_files(str(MEDIA / "images" / "000000165518.jpg"))
+    page.wait_for_timeout(1500)  # the upload finishes before the click
+    section.get_by_role("button", name="Map the encoder space").click()
+    page.wait_for_function(
+        "() => { const gd = document.querySelector('#encoder-map-plot .js-plotly-plot');"
+        " return gd && gd.data && gd.data.some((t) => (t.name || '') === 'your inputs · image'); }",
+        timeout=120000,
+    )
+    assert "1 uploads" in section.inner_text()
+    shot(page, tmp_path, "maps-encoder.png", "#maps-encoder")

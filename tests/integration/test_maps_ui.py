@@ -28,10 +28,7 @@ def last(outputs):
     """A streaming handler's final outputs (a plain handler's are returned as they are)."""
     if isinstance(outputs, tuple):
         return outputs
-    final = None
-    for final in outputs:
-        pass
-    return final
+    return list(outputs)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +142,37 @@ def test_launched_tab_serves_its_public_api(tiny_model_dir):
         assert "first steered layer" in out[3]
         with pytest.raises(Exception, match="the model has 4 layers"):
             client.predict(PRESET, "", "9:12", 4, "", 1, "pca", ["eval"], True, api_name="/maps_build")
+        # Any value an HTTP client sends: a clear, short error, never the input echoed back.
+        big = "word " * 20_000
+        for args, words in (
+            ((PRESET, "", "1:3", 4, big, 1, "pca", ["eval"], True), "characters; the limit is"),
+            ((PRESET, "", "1:3", 1e6, "", 1, "pca", ["eval"], True), "Points per set must be between 1 and 64"),
+            ((PRESET, "", "1:3", 4, "", 10**12, "pca", ["eval"], True), "Layer must be between"),
+            ((PRESET, "", "1:3", 4, "", 1, "tsne", ["eval"], True), "Projection must be one of"),
+            ((big, "", "1:3", 4, "", 1, "pca", ["eval"], True), "Unknown preset that name"),
+            ((PRESET, "", "1:3", 4, "", 1, big, ["eval"], True), "Projection must be one of"),
+            ((PRESET, "", "1:3", 4, "", 1, "pca", [big], True), "Steer these points must be one of"),
+            ((PRESET, "", "1:3", 4, "", 1, "pca", ["eval"], big), "must be true or false"),
+        ):
+            with pytest.raises(Exception, match=words) as info:
+                client.predict(*args, api_name="/maps_build")
+            assert len(str(info.value)) < 400 and "word word" not in str(info.value)
+        with pytest.raises(Exception, match="would evaluate"):
+            client.predict(PRESET, "", 1, 1, 21, 200, 100, api_name="/maps_scan_layers")
     finally:
         demo.close()
+
+
+def test_public_server_takes_only_the_presets_model_or_a_hub_id(monkeypatch):
+    monkeypatch.setenv("MREPE_PUBLIC", "1")
+    session = last(tab.build_map_view(PRESET, "", "1:3", 4, "", 1, "pca", ["eval"], True, None, progress=NoProgress()))[
+        0
+    ]
+    assert session.explorer.view is not None  # the preset's own model is allowed
+    for spec in ("/etc", "/no/such/folder", "model.gguf", "../x/y"):
+        with pytest.raises(gr.Error, match="cannot be used here") as info:
+            last(tab.build_map_view(PRESET, spec, "1:3", 4, "", 1, "pca", ["eval"], True, None))
+        assert "exist" not in str(info.value) and "config.json" not in str(info.value)
 
 
 def test_encoder_space_map_needs_weights_and_maps_uploads(tmp_path):

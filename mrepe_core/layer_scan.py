@@ -119,15 +119,20 @@ class ScanEvent:
 
 
 def _window_rows(result, behavior_name: str, start: int, stop: int) -> list[dict]:
+    """The window's B and mean helpfulness per r_e; B is the metric the sweep fits (its summary says
+    which: answers' B, or a proxy's), drawn as ``behavior_expectation``."""
     agg = result.aggregates
+    fitted = (result.summary or {}).get("behavior_metric")
+    names = [m for m in (fitted, "behavior_expectation", "behavior_proxy") if m]
+    behaviour = next((m for m in names if ((agg.metric == m) & (agg.task == "behavior")).any()), names[0])
     rows = []
-    for metric, task, subject in (
-        ("behavior_expectation", "behavior", behavior_name),
-        ("helpfulness", "helpfulness", "mean"),
+    for metric, shown, task, subject in (
+        (behaviour, "behavior_expectation", "behavior", behavior_name),
+        ("helpfulness", "helpfulness", "helpfulness", "mean"),
     ):
         sel = agg[(agg.metric == metric) & (agg.task == task) & (agg.subject == subject)]
         for r, v in zip(sel.r_e, sel.value):
-            rows.append(dict(layer_start=start, layer_stop=stop, r_e=float(r), metric=metric, value=float(v)))
+            rows.append(dict(layer_start=start, layer_stop=stop, r_e=float(r), metric=shown, value=float(v)))
     return rows
 
 
@@ -191,8 +196,9 @@ def _window_events(
     clock is calibrated); returns the window's sweep result."""
     window_done = 0
     for event in iter_sweep(cfg, loaded=loaded, behavior=behavior, vector=vec, use_cache=use_cache, cancel=cancel):
-        if event.kind == "stage" and event.stage == "measure":
-            window_done = event.done  # rows a cancelled earlier run already measured
+        if event.kind == "stage":
+            # Batches follow a stage event; its count includes rows an earlier, cancelled run measured.
+            window_done = event.done
             clock.start()
         elif event.kind == "progress":
             was_calibrated = clock.calibrated

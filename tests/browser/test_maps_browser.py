@@ -51,6 +51,7 @@ def presets_folder(tmp_path_factory, tiny_model_dir):
         mmlu_split="dev",
         dtype="fp32",
         n_diagnostics=0,
+        behavior_mode="logit",
     )
     (folder / f"{TINY}.yaml").write_text(yaml.safe_dump(fields), encoding="utf-8")
     return folder

@@ -27,6 +27,7 @@ CONFIG = SweepConfig(
     n_questions_per_subject=3,
     mmlu_split="dev",
     dtype="fp32",
+    behavior_mode="logit",
 )
 
 

@@ -44,6 +44,7 @@ CONFIG = SweepConfig(
     mmlu_split="dev",
     dtype="fp32",
     n_diagnostics=0,
+    behavior_mode="logit",  # the next-token proxy: one forward per row
 )
 
 

@@ -51,6 +51,7 @@ def presets(tmp_path_factory, tiny_model_dir):
         mmlu_split="dev",
         dtype="fp32",
         n_diagnostics=4,
+        behavior_mode="logit",
     )
     result = run_sweep(SweepConfig(**fields), cache_dir=tmp_path_factory.mktemp("cache"))
     result.save(folder / PRESET)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from multimodal_tiny import one_torch_thread  # noqa: F401  (fixture: one intra-op thread per module)
 
+from mrepe_core.concept_map_inputs import max_user_texts
 from mrepe_core.config import SweepConfig
 from mrepe_core.sweep import run_sweep
 from mrepe_ui import maps_tab as tab
@@ -21,6 +22,13 @@ PRESET = "tiny-maps"
 class NoProgress:
     def __call__(self, *args, **kwargs):
         return None
+
+
+def last(outputs):
+    """A streaming handler's final outputs (a plain handler's are returned as they are)."""
+    if isinstance(outputs, tuple):
+        return outputs
+    return list(outputs)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +51,7 @@ def presets(tmp_path_factory, tiny_model_dir):
         mmlu_split="dev",
         dtype="fp32",
         n_diagnostics=4,
+        behavior_mode="logit",
     )
     result = run_sweep(SweepConfig(**fields), cache_dir=tmp_path_factory.mktemp("cache"))
     result.save(folder / PRESET)
@@ -79,15 +88,17 @@ def test_stored_checks_open_without_a_model():
 
 def test_live_checks_add_the_noise_histogram():
     session = tab.open_preset(PRESET, None)[0]
-    outputs = tab.measure_diagnostics(PRESET, "", "1:3", session, progress=NoProgress())
+    outputs = last(tab.measure_diagnostics(PRESET, "", "1:3", session, progress=NoProgress()))
     session, hist = outputs[0], chart(outputs[3])
     assert [t["type"] for t in hist["data"]] == ["bar", "scatter"] and session.noise_samples
     assert "Measured now" in outputs[-1]
 
 
 def test_map_handlers_build_move_and_refuse_bad_layers():
-    out = tab.build_map_view(
-        PRESET, "", "1:3", 4, "my own question", 1, "pca", ["eval", "user"], True, None, progress=NoProgress()
+    out = last(
+        tab.build_map_view(
+            PRESET, "", "1:3", 4, "my own question", 1, "pca", ["eval", "user"], True, None, progress=NoProgress()
+        )
     )
     session, fig, layer, r_slider, status = out[:5]
     assert layer["maximum"] == 3 and r_slider["minimum"] == -2.0 and r_slider["maximum"] == 2.0
@@ -100,13 +111,14 @@ def test_map_handlers_build_move_and_refuse_bad_layers():
     assert not np.allclose(star(low), star(high))
     assert "r_e = -2" in low["layout"]["title"]["text"]
     # A later layer is measured with the model; the frames follow the (coarser) measured grid.
-    session, fig, r_slider, status = tab.redraw_map(2, "pca", ["eval"], True, session, progress=NoProgress())[:4]
-    assert "Measured" in status and session.frames.r_values == [-2.0, -1.0, 0.0, 1.0, 2.0]
+    session, fig, r_slider, status = last(tab.redraw_map(2, "pca", ["eval"], True, session, progress=NoProgress()))[:4]
+    assert "Measured" in status and session.explorer.view.frames.r_values == [-2.0, -1.0, 0.0, 1.0, 2.0]
     with pytest.raises(gr.Error, match="the model has 4 layers"):
-        tab.build_map_view(PRESET, "", "7:9", 4, "", 1, "pca", ["eval"], True, session, progress=NoProgress())
+        last(tab.build_map_view(PRESET, "", "7:9", 4, "", 1, "pca", ["eval"], True, session, progress=NoProgress()))
+    too_many = "\n".join(["x"] * (max_user_texts() + 1))
     with pytest.raises(gr.Error, match="at most"):
-        tab.build_map_view(
-            PRESET, "", "1:3", 4, "\n".join(["x"] * 40), 1, "pca", ["eval"], True, session, progress=NoProgress()
+        last(
+            tab.build_map_view(PRESET, "", "1:3", 4, too_many, 1, "pca", ["eval"], True, session, progress=NoProgress())
         )
 
 
@@ -131,8 +143,39 @@ def test_launched_tab_serves_its_public_api(tiny_model_dir):
         assert "first steered layer" in out[3]
         with pytest.raises(Exception, match="the model has 4 layers"):
             client.predict(PRESET, "", "9:12", 4, "", 1, "pca", ["eval"], True, api_name="/maps_build")
+        # Any value an HTTP client sends: a clear, short error, never the input echoed back.
+        big = "word " * 20_000
+        for args, words in (
+            ((PRESET, "", "1:3", 4, big, 1, "pca", ["eval"], True), "characters; the limit is"),
+            ((PRESET, "", "1:3", 1e6, "", 1, "pca", ["eval"], True), "Points per set must be between 1 and 64"),
+            ((PRESET, "", "1:3", 4, "", 10**12, "pca", ["eval"], True), "Layer must be between"),
+            ((PRESET, "", "1:3", 4, "", 1, "tsne", ["eval"], True), "Projection must be one of"),
+            ((big, "", "1:3", 4, "", 1, "pca", ["eval"], True), "Unknown preset that name"),
+            ((PRESET, "", "1:3", 4, "", 1, big, ["eval"], True), "Projection must be one of"),
+            ((PRESET, "", "1:3", 4, "", 1, "pca", [big], True), "Steer these points must be one of"),
+            ((PRESET, "", "1:3", 4, "", 1, "pca", ["eval"], big), "must be true or false"),
+        ):
+            with pytest.raises(Exception, match=words) as info:
+                client.predict(*args, api_name="/maps_build")
+            assert len(str(info.value)) < 400 and "word word" not in str(info.value)
+        with pytest.raises(Exception, match="would evaluate"):
+            client.predict(PRESET, "", 1, 1, 21, 200, 100, api_name="/maps_scan_layers")
     finally:
         demo.close()
+
+
+def test_public_server_takes_only_the_presets_model_or_a_hub_id(monkeypatch, tiny_model_dir):
+    from mrepe_ui import maps_handlers
+
+    monkeypatch.setenv("MREPE_PUBLIC", "1")
+    # The preset's own model passes the tab's check (whether the engine then loads a local folder
+    # on a public server is the engine's policy).
+    assert maps_handlers.config_for(PRESET, "")[3] == str(tiny_model_dir)
+    assert maps_handlers.config_for(PRESET, "owner/some-model")[3] == "owner/some-model"
+    for spec in ("/etc", "/no/such/folder", "model.gguf", "../x/y"):
+        with pytest.raises(gr.Error, match="cannot be used here") as info:
+            last(tab.build_map_view(PRESET, spec, "1:3", 4, "", 1, "pca", ["eval"], True, None))
+        assert "exist" not in str(info.value) and "config.json" not in str(info.value)
 
 
 def test_encoder_space_map_needs_weights_and_maps_uploads(tmp_path):

@@ -8,6 +8,8 @@ import plotly.graph_objects as go
 import pytest
 
 from mrepe_core.plots import diagnostics as dp
+from mrepe_core.plots import fit_comparison as fc
+from mrepe_core.plots import layer_scan as ls
 
 R = [-4.0, -2.0, -1.0, 1.0, 2.0, 4.0]
 
@@ -93,7 +95,7 @@ def test_missing_checks_raise_clear_errors():
     with pytest.raises(dp.DiagnosticsPlotError, match="DataFrame"):
         dp.logit_noise_figure({"r_e": [1]})
     with pytest.raises(dp.DiagnosticsPlotError, match="n_diagnostics"):
-        dp.comparison_table(None)
+        fc.comparison_table(None)
     # Without estimates the measured points still draw, with no fitted line.
     bare = dp.final_shift_figure(rows)
     assert [t.name for t in bare.data] == ["|δr| measured", "|U·δr| measured (logit change)"]
@@ -118,12 +120,12 @@ def test_histogram_is_a_density_with_the_normal_curve_and_the_test():
 
 
 def test_comparison_puts_estimates_beside_the_fits():
-    table = dp.comparison_table(ESTIMATES)
-    assert list(table.columns) == dp.COMPARISON_COLUMNS
+    table = fc.comparison_table(ESTIMATES)
+    assert list(table.columns) == fc.COMPARISON_COLUMNS
     row = table.set_index("parameter").loc["Δλ (alignment)"]
     assert row["direct estimate"] == 0.25 and row["bound fit"] == 1.0 and row["fit / estimate"] == 4.0
     assert pd.isna(table.set_index("parameter").loc["λ", "bound fit"])
-    fig = dp.comparison_figure(ESTIMATES)
+    fig = fc.comparison_figure(ESTIMATES)
     assert [t.type for t in fig.data] == ["bar", "bar"]
     assert list(fig.data[0].y) == [0.25, 0.4] and list(fig.data[1].y) == [1.0, 0.6]
     assert "fit/estimate = 4" in fig.layout.title.text
@@ -146,7 +148,7 @@ def test_layer_map_has_one_cell_per_window_and_coefficient():
                 dict(layer_start=start, layer_stop=start + 2, r_e=r, metric="helpfulness", value=0.5 - 0.05 * abs(r))
             )
     df = pd.DataFrame(rows)
-    fig = dp.layer_map_figure(df, "behavior_expectation")
+    fig = ls.layer_map_figure(df, "behavior_expectation")
     assert len(fig.layout.shapes) == 9
     assert list(fig.layout.yaxis.ticktext) == ["0–1", "2–3", "4–5"]
     hover = fig.data[0]
@@ -157,7 +159,7 @@ def test_layer_map_has_one_cell_per_window_and_coefficient():
     # The most aligned cell gets the top of the diverging scale, the most misaligned its bottom.
     colour_of = {(s.y0, s.x0): s.fillcolor for s in fig.layout.shapes}
     assert colour_of[(1.5, row0[-1][0])] != colour_of[(1.5, row0[0][0])]
-    helpful = dp.layer_map_figure(df, "helpfulness")
+    helpful = ls.layer_map_figure(df, "helpfulness")
     assert helpful.data[0].marker.cmax == pytest.approx(0.5) and helpful.data[0].marker.cmin == pytest.approx(0.4)
     with pytest.raises(dp.DiagnosticsPlotError, match="no 'accuracy'"):
-        dp.layer_map_figure(df, "accuracy")
+        ls.layer_map_figure(df, "accuracy")

@@ -261,7 +261,7 @@ def test_vectorised_initialisation_matches_umap_learn(umap_clusters):
     import scipy.sparse
     from umap.umap_ import compute_membership_strengths, init_graph_transform, smooth_knn_dist
 
-    from mrepe_core.projection import _init_from_neighbours
+    from mrepe_core.projection_umap import init_from_neighbours
 
     x, _, _, fitted = umap_clusters
     queries = np.concatenate([x[:3], x[3:20] + 0.7])  # three identical to fitted points, then new ones
@@ -275,7 +275,7 @@ def test_vectorised_initialisation_matches_umap_learn(umap_clusters):
     graph.eliminate_zeros()
     expected = init_graph_transform(graph, fitted.embedding)
     np.testing.assert_allclose(
-        _init_from_neighbours(indices, vals.reshape(indices.shape), fitted.embedding), expected, rtol=1e-5, atol=1e-5
+        init_from_neighbours(indices, vals.reshape(indices.shape), fitted.embedding), expected, rtol=1e-5, atol=1e-5
     )
     np.testing.assert_array_equal(expected[:3], fitted.embedding[:3])
 

@@ -403,9 +403,9 @@ def measure(
     max_new_tokens: int = 32,
     scorer: str | ItemScorer | None = None,
 ) -> pd.DataFrame:
-    """B (and helpfulness, when ``questions`` are given) at each coefficient: tidy rows
-    ``r_e, task, metric, subject, item, value``. ``mode`` is ``generate`` (decode and score) or
-    ``first_token`` (the next-token proxy)."""
+    """B, the answers' coherence and (when ``questions`` are given) helpfulness at each
+    coefficient: tidy rows ``r_e, task, metric, subject, item, value``. ``mode`` is ``generate``
+    (decode and score; coherence comes with it) or ``first_token`` (the next-token proxy)."""
     layers = resolve_layers(layers if layers is not None else vector.layers, model.n_layers)
     grid = [float(r) for r in r_e]
     if mode == "generate":
@@ -423,6 +423,8 @@ def measure(
         todo = [(u, r) for r in grid for u in range(len(m.units))]
         for k in range(0, len(todo), m.units_per_batch):
             rows += m.rows(todo[k : k + m.units_per_batch])
+        if isinstance(m, GeneratedBehavior):
+            rows += Coherence(model, behavior, m.answers).rows()
     return pd.DataFrame(rows, columns=["r_e", "task", "metric", "subject", "item", "value"])
 
 

@@ -1,0 +1,41 @@
+"""Plotly figures built from data by pure functions (one module per dashboard concern)."""
+
+from .diagnostics import (
+    DiagnosticsPlotError,
+    comparison_figure,
+    comparison_table,
+    final_shift_figure,
+    layer_map_figure,
+    logit_noise_figure,
+    noise_histogram_figure,
+    separation_figure,
+)
+from .maps import MapPlotError, concept_map_figure, set_colors
+from .tradeoff import (
+    PlotDataError,
+    behavior_figure,
+    helpfulness_figure,
+    interpolate_at,
+    marker_frames,
+    tradeoff_figure,
+)
+
+__all__ = [
+    "DiagnosticsPlotError",
+    "MapPlotError",
+    "PlotDataError",
+    "behavior_figure",
+    "comparison_figure",
+    "comparison_table",
+    "concept_map_figure",
+    "final_shift_figure",
+    "helpfulness_figure",
+    "interpolate_at",
+    "marker_frames",
+    "layer_map_figure",
+    "logit_noise_figure",
+    "noise_histogram_figure",
+    "separation_figure",
+    "set_colors",
+    "tradeoff_figure",
+]

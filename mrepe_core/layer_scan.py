@@ -31,6 +31,7 @@ from .concept_map_steering import vector_for_model
 from .config import SweepConfig
 from .limits import Cancelled, InputError, check_cancel, check_rows, limits
 from .models import LoadedModel
+from .plan import coarse_grid
 from .result import SweepResult
 from .sweep import SweepCancelled, iter_sweep, prepare
 from .vectors import SteeringVector
@@ -64,7 +65,12 @@ class ScanPlan:
 
     @property
     def rows_per_window(self) -> int:
-        return self.r_steps * (self.n_behavior + self.n_questions)
+        """Proxy and helpfulness on every coefficient, plus the answers at the coarse coefficients
+        (the proxy's openings) and their coherence: what a proxy-mode sweep of the window counts."""
+        # (the coarse subset of a grid around 0, as the r_e ranges of the presets and the form are)
+        grid = [-1.0 + 2.0 * k / max(self.r_steps - 1, 1) for k in range(self.r_steps)]
+        n_coarse = len(coarse_grid(grid)) if self.r_steps else 0
+        return self.r_steps * (self.n_behavior + self.n_questions) + 2 * n_coarse * self.n_behavior
 
     @property
     def rows(self) -> int:
@@ -75,8 +81,8 @@ class ScanPlan:
         prompts = "prompt" if self.n_behavior == 1 else "prompts"
         questions = "question" if self.n_questions == 1 else "questions"
         return (
-            f"{len(self.windows)} {windows} × {self.r_steps} r_e × ({self.n_behavior} behaviour {prompts} + "
-            f"{self.n_questions} {questions}) = {self.rows:,} rows"
+            f"{len(self.windows)} {windows} × ({self.r_steps} r_e × ({self.n_behavior} behaviour {prompts} + "
+            f"{self.n_questions} {questions}) + answers at the coarse r_e) = {self.rows:,} rows"
         )
 
 
@@ -169,7 +175,16 @@ def iter_scan(
     try:
         for k, (start, stop) in enumerate(plan.windows):
             check_cancel(cancel, "The layer scan")
-            cfg = dataclasses.replace(config, layers=f"{start}:{stop}", r_steps=r_steps, n_diagnostics=0)
+            # The scan draws B from the sequence proxy (answers at the coarse coefficients give its
+            # openings) and skips the prompting baseline: a map to choose layers, not a full sweep.
+            cfg = dataclasses.replace(
+                config,
+                layers=f"{start}:{stop}",
+                r_steps=r_steps,
+                n_diagnostics=0,
+                behavior_mode="proxy",
+                baseline=False,
+            )
             if batch_size is not None:
                 cfg = dataclasses.replace(cfg, batch_size=int(batch_size))
             vec = SteeringVector(vector_all.directions, list(range(start, stop)), dict(vector_all.metadata))

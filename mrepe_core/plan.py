@@ -116,7 +116,8 @@ class SweepPlan:
             return n_eval * n_grid + n_q * n_grid
         generated = n_eval * (n_grid if self.config.behavior_mode == "generate" else len(self.coarse))
         # answers + proxy + helpfulness + their coherence + the baseline (answers, questions, coherence)
-        return generated + n_eval * n_grid + n_q * n_grid + generated + 2 * n_eval + n_q
+        baseline = 2 * n_eval + (n_q if self.behavior.system_prompt else 0) if self.config.baseline else 0
+        return generated + n_eval * n_grid + n_q * n_grid + generated + baseline
 
     def _generation(self, system: str | None = None, task: str = "behavior") -> m.GeneratedBehavior:
         c = self.config
@@ -197,6 +198,8 @@ class SweepPlan:
             {"coherence": _Once(coherence.rows, len(self.generated.answers))},
             [("coherence", [(0, 0.0)])],
         )
+        if not c.baseline:
+            return
         base_hel = (
             m.Helpfulness(
                 self.loaded,

@@ -51,12 +51,15 @@ def test_layer_index_refuses_absurd_and_non_integer_layers():
 
 def test_scan_rows_are_planned_and_capped_with_advice(monkeypatch):
     plan = plan_scan(30, 6, 3, 5, 16, 75)
-    assert len(plan.windows) == 9 and plan.rows == 9 * 5 * (16 + 75)
-    assert plan.describe() == "9 windows × 5 r_e × (16 behaviour prompts + 75 questions) = 4,095 rows"
+    # per window: proxy and helpfulness on 5 r_e, answers (and their coherence) on the 3 coarse r_e
+    assert len(plan.windows) == 9 and plan.rows == 9 * (5 * (16 + 75) + 2 * 3 * 16)
+    assert plan.describe() == (
+        "9 windows × (5 r_e × (16 behaviour prompts + 75 questions) + answers at the coarse r_e) = 4,959 rows"
+    )
     with pytest.raises(InputError) as info:
         check_scan(plan, rate=throughput.Rate(0.2, "measured"))
     message = str(info.value)
-    assert "4,095 rows" in message and "about 13.7 min here" in message and "allows 4,000 rows per scan" in message
+    assert "4,959 rows" in message and "about 16.5 min here" in message and "allows 4,000 rows per scan" in message
     assert "larger stride" in message and "MREPE_MAX_SCAN_ROWS" in message
     check_scan(plan_scan(30, 6, 6, 5, 8, 15))  # the tab's defaults fit
     monkeypatch.setenv("MREPE_MAX_SCAN_ROWS", "100")
@@ -156,7 +159,7 @@ def test_handler_errors_are_one_clear_line(caplog):
 def test_scan_plan_says_rows_cap_and_time_before_starting(monkeypatch):
     text = maps_scan.scan_plan_view("harmless-smollm2", "", 6, 6, 5, 8, 1)
     assert "5 windows × 5 r_e × (8 behaviour prompts + 15 questions) = 115 rows" not in text  # 15 subjects
-    assert "= 575 rows" in text and f"allows {limits().scan_rows:,} rows" in text
+    assert "= 735 rows" in text and f"allows {limits().scan_rows:,} rows" in text
     assert "Estimated time:" in text and "s/row" in text  # from the preset's stored timings at least
     over = maps_scan.scan_plan_view("harmless-smollm2", "", 6, 3, 21, 200, 100)
     assert "Over the cap" in over

@@ -159,7 +159,7 @@ def test_handler_errors_are_one_clear_line(caplog):
 def test_scan_plan_says_rows_cap_and_time_before_starting(monkeypatch):
     text = maps_scan.scan_plan_view("harmless-smollm2", "", 6, 6, 5, 8, 1)
     assert "5 windows × 5 r_e × (8 behaviour prompts + 15 questions) = 115 rows" not in text  # 15 subjects
-    assert "= 735 rows" in text and f"allows {limits().scan_rows:,} rows" in text
+    assert "= 815 rows" in text and f"allows {limits().scan_rows:,} rows" in text
     assert "Estimated time:" in text and "s/row" in text  # from the preset's stored timings at least
     over = maps_scan.scan_plan_view("harmless-smollm2", "", 6, 3, 21, 200, 100)
     assert "Over the cap" in over

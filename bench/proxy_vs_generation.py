@@ -29,6 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mrepe_core import datasets, hardware, measurements  # noqa: E402
+from mrepe_core import proxy as proxy_mod  # noqa: E402
 from mrepe_core.agreement import proxy_agreement  # noqa: E402
 from mrepe_core.extract import extract_vector  # noqa: E402
 from mrepe_core.models import load_model, resolve_layers  # noqa: E402
@@ -74,8 +75,8 @@ def main() -> None:
     coarse_answers = {k: v for k, v in gen.answers.items() if k[1] in coarse}
     results = {}
     for k in lengths:
-        sides = measurements.openings(loaded, behavior, coarse_answers, n_tokens=k)
-        proxy = measurements.SequenceProxy(loaded, behavior, vector, layers, sides, config.batch_size)
+        sides = proxy_mod.openings(loaded, behavior, coarse_answers, n_tokens=k)
+        proxy = proxy_mod.SequenceProxy(loaded, behavior, vector, layers, sides, config.batch_size)
         t = time.perf_counter()
         rows = pd.DataFrame(gen_rows + run(proxy.rows, proxy, grid))
         agree = proxy_agreement(rows)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from . import coherence, proxy
 from . import measurements as m
 from .config import SweepConfig
 
@@ -172,15 +173,15 @@ class SweepPlan:
                 *([_batches("helpfulness", self.hel, self.coarse)] if self.hel else []),
             ),
         )
-        sides = m.openings(self.loaded, self.behavior, self.generated.answers, n_tokens=c.opening_tokens)
-        proxy = m.SequenceProxy(
+        sides = proxy.openings(self.loaded, self.behavior, self.generated.answers, n_tokens=c.opening_tokens)
+        seq = proxy.SequenceProxy(
             self.loaded, self.behavior, self.vector, self.layers, sides, c.batch_size, self.keep_beh
         )
         yield Stage(
             "proxy",
             "sequence proxy over the whole grid (from the model's own openings)",
-            {"proxy": proxy},
-            _batches("proxy", proxy, self.grid),
+            {"proxy": seq},
+            _batches("proxy", seq, self.grid),
         )
         fine_gen = _batches("behavior", self.generated, self.fine) if c.behavior_mode == "generate" else []
         fine_hel = _batches("helpfulness", self.hel, self.fine) if self.hel else []
@@ -191,11 +192,13 @@ class SweepPlan:
                 {"behavior": self.generated, **hel},
                 interleave(fine_gen, fine_hel),
             )
-        coherence = m.Coherence(self.loaded, self.behavior, self.generated.answers, batch_size=c.batch_size)
+        answers_coherence = coherence.Coherence(
+            self.loaded, self.behavior, self.generated.answers, batch_size=c.batch_size
+        )
         yield Stage(
             "coherence",
             "scoring the answers' coherence under the unsteered model",
-            {"coherence": _Once(coherence.rows, len(self.generated.answers))},
+            {"coherence": _Once(answers_coherence.rows, len(self.generated.answers))},
             [("coherence", [(0, 0.0)])],
         )
         if not c.baseline:
@@ -222,7 +225,7 @@ class SweepPlan:
             _batches("baseline", self.baseline, [0.0])
             + (_batches("baseline_helpfulness", base_hel, [0.0]) if base_hel else []),
         )
-        base_coherence = m.Coherence(
+        base_coherence = coherence.Coherence(
             self.loaded,
             self.behavior,
             self.baseline.answers,

@@ -128,7 +128,8 @@ def iter_sweep(
         yield SweepEvent("done", "cache", result=hit)
         return
     yield SweepEvent("stage", "load", message="loading the model and the data")
-    run = SweepRun(config, *prepare(config, loaded, behavior), vector, cancel, t0)
+    loaded, behavior, questions = prepare(config, loaded, behavior)
+    run = SweepRun(config, loaded, behavior, questions, vector, cancel, t0)
     entry = cache.entry_path(cache_dir, run.key)
     hit = _cached(entry, t0) if use_cache and cache.complete_entry(entry) else None
     if hit is not None:

@@ -12,7 +12,6 @@ served from the cache. Prints wall times and the machine.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile

@@ -25,13 +25,11 @@ from mrepe_core import hardware  # noqa: E402
 
 
 def run(args: list[str], cache: str) -> float:
-    env = {**os.environ, "MREPE_SWEEP_CACHE": cache}
     t = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "mrepe_core", "sweep", *args, "--cache-dir", cache, "--quiet"],
         check=True,
         cwd=ROOT,
-        env=env,
         stdout=subprocess.DEVNULL,
     )
     return time.perf_counter() - t

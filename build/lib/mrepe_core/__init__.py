@@ -34,7 +34,7 @@ _EXPORTS = {
     "load_mmlu": "datasets",
     "mmlu_subjects": "datasets",
     "extract_vector": "extract",
-    "measure": "measurements",
+    "measure": "quick_measure",
     "LoadedModel": "models",
     "ModelLoadError": "models",
     "load_model": "models",

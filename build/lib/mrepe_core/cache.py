@@ -139,3 +139,54 @@ def copy_entry(entry: Path, out_dir: str | Path) -> Path:
                 shutil.copy2(f, tmp / f.name)
         json.loads((tmp / "summary.json").read_text())  # a corrupt entry fails here, not in the user's folder
     return Path(out_dir)
+
+
+# Rows of a cancelled sweep: a rerun with the same key continues from its finished batches.
+
+
+class PartialRows:
+    """Rows of finished batches, kept when a sweep is cancelled so a rerun skips them."""
+
+    def __init__(self, batches=(), rows=(), texts=()) -> None:
+        self.batches, self.rows, self.texts = set(batches), list(rows), list(texts)
+
+    def add(self, batch: int, rows: list[dict]) -> None:
+        self.batches.add(batch)
+        self.rows.extend(rows)
+
+    @staticmethod
+    def _path(cache_dir: Path, key: str) -> Path:
+        return cache_dir / f"{key}.partial.json"
+
+    def save(self, cache_dir: Path, key: str, texts: list[dict]) -> None:
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self._path(cache_dir, key).with_suffix(".tmp")
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "version": __version__,
+                        "batches": sorted(self.batches),
+                        "rows": self.rows,
+                        "texts": texts,
+                    },
+                    default=float,
+                )
+            )
+            tmp.replace(self._path(cache_dir, key))
+        except OSError:
+            pass  # a read-only cache only costs the recomputation
+
+    @classmethod
+    def load(cls, cache_dir: Path, key: str) -> PartialRows:
+        try:
+            data = json.loads(cls._path(cache_dir, key).read_text())
+            if data.get("version") != __version__:
+                return cls()
+            return cls(data["batches"], data["rows"], data.get("texts", []))
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls()
+
+    @classmethod
+    def remove(cls, cache_dir: Path, key: str) -> None:
+        cls._path(cache_dir, key).unlink(missing_ok=True)

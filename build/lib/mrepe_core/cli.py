@@ -27,6 +27,9 @@ def _config(args):
             "dtype",
             "device",
             "seed",
+            "behavior_mode",
+            "max_new_tokens",
+            "scorer",
         )
         if getattr(args, k, None) is not None
     }
@@ -48,6 +51,14 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--device")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--behavior-mode",
+        dest="behavior_mode",
+        choices=["generate", "proxy", "first_token"],
+        help="B from generated answers (default), the sequence proxy alone, or the next-token proxy",
+    )
+    p.add_argument("--max-new-tokens", dest="max_new_tokens", type=int)
+    p.add_argument("--scorer", help="'keyword' (default), 'hf-classifier:<id>' or 'hf-judge:<id>'")
 
 
 def cmd_sweep(args) -> int:

@@ -57,6 +57,7 @@ class SweepConfig:
     # ("hf-classifier:<id>", "hf-judge:<id>"); measured against assets/scoring/labelled.jsonl.
     scorer: str = "keyword"
     opening_tokens: int = 4  # length of the sequence proxy's openings (bench/proxy_vs_generation.py --dev)
+    baseline: bool = True  # also measure the prompting baseline (the behaviour asked in a system prompt)
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -95,6 +96,7 @@ class SweepConfig:
             isinstance(self.opening_tokens, int) and 1 <= self.opening_tokens <= 32,
             "opening_tokens must be an integer in [1, 32].",
         )
+        need(isinstance(self.baseline, bool), "baseline must be true or false.")
         need(isinstance(self.scorer, str) and 0 < len(self.scorer) <= 300, "scorer must be 'keyword' or a judge spec.")
         need(isinstance(self.helpfulness_subjects, list), "helpfulness_subjects must be a list of MMLU subjects.")
         unknown = set(self.helpfulness_subjects) - set(datasets.mmlu_subjects())

@@ -2,7 +2,7 @@
 
 Each measurement is prepared once (``FirstTokenBehavior``, ``GeneratedBehavior``, ``Helpfulness``)
 and then run on batches of ``(unit, r_e)`` rows, returning tidy rows; the sweep only schedules them.
-``measure()`` is the one-call form for scripts: a few coefficients, tidy rows back.
+``quick_measure.measure()`` is the one-call form for scripts: a few coefficients, tidy rows back.
 
 B is ``P(aligned) − P(misaligned)`` as the model behaves: ``GeneratedBehavior`` decodes every
 (prompt, r_e) row and scores the answer with a text scorer. ``FirstTokenBehavior`` is the cheap
@@ -15,14 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import pandas as pd
 import torch
 
 from . import metrics, prompts, runner, scoring
 from .datasets import Behavior, MCQuestion
-from .models import LoadedModel, resolve_layers
-from .vectors import SteeringVector
+from .models import LoadedModel
 
 # The packed runner budgets a forward pass in tokens; ``batch_size`` counts prompts of about this
 # many tokens, so one knob sizes both paths (4096 tokens at the default 32 gave the best
@@ -32,11 +29,6 @@ TOKENS_PER_BATCH_ROW = 128
 Batch = list[tuple[int, float]]  # (unit, r_e) rows
 # score(answers, their items) -> +1 aligned / -1 misaligned / 0 neither, per answer
 ItemScorer = Callable[[list[str], list[int]], list[int]]
-# Openings of the sequence proxy: the first tokens of the model's own answers.
-OPENING_TOKENS = 4
-# Mean log-probability per token (nats) under the unsteered model below which an answer has
-# stopped being language (calibrated on the hand-labelled answers, assets/scoring/).
-LOGPROB_FLOOR = -4.0
 
 
 class AnswerStates:
@@ -176,163 +168,6 @@ class GeneratedBehavior(Measurement):
         return rows
 
 
-def openings(
-    loaded: LoadedModel,
-    behavior: Behavior,
-    answers: dict[tuple[int, float], tuple[str, int]],
-    n_tokens: int = OPENING_TOKENS,
-    pool: int = 3,
-) -> list[tuple[list[list[int]], list[list[int]]]]:
-    """Per prompt, the openings the model itself wrote, split by how its answers were scored:
-    (aligned, misaligned) lists of the first ``n_tokens`` tokens. A prompt without an answer of one
-    side borrows that side's most frequent openings over all prompts (what this model says when it
-    refuses, or complies, elsewhere); the behaviour's fixed answer starts are the last resort."""
-    tok = loaded.tokenizer
-    per_item: dict[int, tuple[list, list]] = {i: ([], []) for i in range(len(behavior.eval_prompts))}
-    counts: tuple[dict, dict] = ({}, {})
-    for (i, _), (text, score) in sorted(answers.items()):
-        if score == 0 or not text.strip():
-            continue
-        ids = tuple(tok(text, add_special_tokens=False)["input_ids"][:n_tokens])
-        if not ids:
-            continue
-        side = 0 if score > 0 else 1
-        if ids not in per_item[i][side]:
-            per_item[i][side].append(ids)
-        counts[side][ids] = counts[side].get(ids, 0) + 1
-    shared = [sorted(c, key=lambda k: (-c[k], k))[:pool] for c in counts]
-    out = []
-    for i, p in enumerate(behavior.eval_prompts):
-        sides = []
-        for side, starts in ((0, p.aligned), (1, p.misaligned)):
-            own = per_item[i][side] or shared[side]
-            if not own:
-                own = [tuple(tok(s, add_special_tokens=False)["input_ids"][:n_tokens]) for s in starts]
-            sides.append([list(o) for o in own if o])
-        out.append((sides[0], sides[1]))
-    return out
-
-
-class SequenceProxy(Measurement):
-    """B from the probabilities of whole openings: ``(P(A) − P(M)) / (P(A) + P(M))`` with ``A``/``M``
-    the aligned/misaligned openings of each prompt (``openings``), scored at every r_e through the
-    packed prefix tree. ``covered_mass`` is ``P(A) + P(M)``, the share of the answer space it reads."""
-
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        behavior: Behavior,
-        vector,
-        layers,
-        sides: list[tuple[list[list[int]], list[list[int]]]],
-        batch_size: int = 32,
-        keep: AnswerStates | None = None,
-    ) -> None:
-        self.behavior = behavior
-        self.n_aligned = [len(a) for a, _ in sides]
-        texts = [prompts.render_chat(loaded.tokenizer, p.user) for p in behavior.eval_prompts]
-        self.scorer = runner.ChoiceScorer(
-            loaded,
-            texts,
-            None,
-            vector,
-            layers,
-            plain_batch_rows=max(1, batch_size // 4),
-            batch_tokens=batch_size * TOKENS_PER_BATCH_ROW,
-            choice_ids=[a + m for a, m in sides],
-        )
-        # The answer-position states for the assumption checks come with these passes (packed path).
-        self.keep = keep if self.scorer.provides_states else None
-        super().__init__("behavior", self.scorer.units, self.scorer.units_per_batch)
-
-    def rows(self, batch: Batch) -> list[dict]:
-        out_rows, sums, _ = _run_keeping(self.scorer, batch, self.keep)
-        rows = []
-        for k, (i, r) in enumerate(out_rows):
-            a = self.n_aligned[i]
-            log_a, log_m = np.logaddexp.reduce(sums[k, :a]), np.logaddexp.reduce(sums[k, a:])
-            top = max(log_a, log_m)
-            pa, pm = np.exp(log_a - top), np.exp(log_m - top)
-            b = float((pa - pm) / (pa + pm)) if np.isfinite(top) else 0.0
-            name = self.behavior.name
-            rows.append(dict(r_e=r, task="behavior", metric="behavior_proxy", subject=name, item=i, value=b))
-            rows.append(
-                dict(
-                    r_e=r,
-                    task="behavior",
-                    metric="covered_mass",
-                    subject=name,
-                    item=i,
-                    value=float(np.exp(np.logaddexp(log_a, log_m))),
-                )
-            )
-        return rows
-
-
-def repetition_rate(text: str, n: int = 3) -> float:
-    """Share of word n-grams that repeat an earlier one (0: no loop, towards 1: "1. 1. 1. ...")."""
-    words = text.lower().split()
-    grams = [tuple(words[k : k + n]) for k in range(len(words) - n + 1)]
-    return 0.0 if not grams else 1.0 - len(set(grams)) / len(grams)
-
-
-class Coherence:
-    """How well the answers read, per answer: the mean log-probability of its tokens under the
-    UNSTEERED model (steering that breaks the language gives text the model itself finds unlikely),
-    the repetition rate, and ``coherent`` = neither below ``LOGPROB_FLOOR`` nor a loop
-    (``scoring.is_degenerate``). One unsteered pass scores every answer of a prompt together."""
-
-    def __init__(
-        self,
-        loaded: LoadedModel,
-        behavior: Behavior,
-        answers: dict[tuple[int, float], tuple[str, int]],
-        task: str = "coherence",
-        system: str | None = None,
-        batch_size: int = 32,
-    ) -> None:
-        self.loaded, self.behavior, self.task = loaded, behavior, task
-        tok = loaded.tokenizer
-        self.keys = sorted(answers)
-        self.items = sorted({i for i, _ in self.keys})
-        self.texts = {key: answers[key][0] for key in self.keys}
-        conts: dict[int, list[list[int]]] = {i: [] for i in self.items}
-        self.slot: dict[tuple[int, float], int] = {}
-        for key in self.keys:
-            ids = tok(self.texts[key], add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
-            self.slot[key] = len(conts[key[0]])
-            conts[key[0]].append(ids)
-        prefixes = [prompts.render_chat(tok, behavior.eval_prompts[i].user, system=system) for i in self.items]
-        self.scorer = runner.ChoiceScorer(
-            loaded,
-            prefixes,
-            None,
-            None,
-            None,
-            plain_batch_rows=max(1, batch_size // 4),
-            batch_tokens=batch_size * TOKENS_PER_BATCH_ROW,
-            choice_ids=[conts[i] for i in self.items],
-        )
-
-    def rows(self) -> list[dict]:
-        sums, lengths = {}, {}
-        for k in range(0, len(self.scorer.units), self.scorer.units_per_batch):
-            out_rows, s, n = self.scorer.run(
-                [(u, 0.0) for u in range(k, min(k + self.scorer.units_per_batch, len(self.scorer.units)))]
-            )
-            for j, (pos, _) in enumerate(out_rows):
-                sums[self.items[pos]], lengths[self.items[pos]] = s[j], n[j]
-        rows = []
-        name = self.behavior.name
-        for i, r in self.keys:
-            text = self.texts[(i, r)]
-            lp = float(sums[i][self.slot[(i, r)]] / max(lengths[i][self.slot[(i, r)]], 1))
-            coherent = float(lp >= LOGPROB_FLOOR and not scoring.is_degenerate(text))
-            for metric, value in (("logprob", lp), ("repetition", repetition_rate(text)), ("coherent", coherent)):
-                rows.append(dict(r_e=r, task=self.task, metric=metric, subject=name, item=i, value=value))
-        return rows
-
-
 class Helpfulness(Measurement):
     """P(correct) on multiple-choice questions: letter logits or choice log-likelihoods (cloze)."""
 
@@ -389,43 +224,6 @@ class Helpfulness(Measurement):
             rows.append(dict(r_e=r, task=self.task, metric="helpfulness", subject=subject, item=i, value=p[k]))
             rows.append(dict(r_e=r, task=self.task, metric="accuracy", subject=subject, item=i, value=correct[k]))
         return rows
-
-
-def measure(
-    model: LoadedModel,
-    behavior: Behavior,
-    vector: SteeringVector,
-    r_e: Sequence[float],
-    questions: Sequence[MCQuestion] = (),
-    mode: str = "generate",
-    layers=None,
-    helpfulness_format: str = "cloze",
-    max_new_tokens: int = 32,
-    scorer: str | ItemScorer | None = None,
-) -> pd.DataFrame:
-    """B, the answers' coherence and (when ``questions`` are given) helpfulness at each
-    coefficient: tidy rows ``r_e, task, metric, subject, item, value``. ``mode`` is ``generate``
-    (decode and score; coherence comes with it) or ``first_token`` (the next-token proxy)."""
-    layers = resolve_layers(layers if layers is not None else vector.layers, model.n_layers)
-    grid = [float(r) for r in r_e]
-    if mode == "generate":
-        score: ItemScorer = scorer if callable(scorer) else text_scorer(behavior, scorer)
-        work: list[Measurement] = [GeneratedBehavior(model, behavior, vector, layers, score, max_new_tokens)]
-    elif mode == "first_token":
-        work = [FirstTokenBehavior(model, behavior, vector, layers)]
-    else:
-        raise ValueError(f"mode must be generate or first_token, not {mode!r}.")
-    if questions:
-        work.append(Helpfulness(model, questions, vector, layers, helpfulness_format))
-    rows: list[dict] = []
-    for m in work:
-        assert isinstance(m, (GeneratedBehavior, FirstTokenBehavior, Helpfulness))
-        todo = [(u, r) for r in grid for u in range(len(m.units))]
-        for k in range(0, len(todo), m.units_per_batch):
-            rows += m.rows(todo[k : k + m.units_per_batch])
-        if isinstance(m, GeneratedBehavior):
-            rows += Coherence(model, behavior, m.answers).rows()
-    return pd.DataFrame(rows, columns=["r_e", "task", "metric", "subject", "item", "value"])
 
 
 def text_scorer(behavior: Behavior, spec: str | None = None) -> ItemScorer:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from . import coherence, proxy
 from . import measurements as m
 from .config import SweepConfig
 
@@ -116,7 +117,8 @@ class SweepPlan:
             return n_eval * n_grid + n_q * n_grid
         generated = n_eval * (n_grid if self.config.behavior_mode == "generate" else len(self.coarse))
         # answers + proxy + helpfulness + their coherence + the baseline (answers, questions, coherence)
-        return generated + n_eval * n_grid + n_q * n_grid + generated + 2 * n_eval + n_q
+        baseline = 2 * n_eval + (n_q if self.behavior.system_prompt else 0) if self.config.baseline else 0
+        return generated + n_eval * n_grid + n_q * n_grid + generated + baseline
 
     def _generation(self, system: str | None = None, task: str = "behavior") -> m.GeneratedBehavior:
         c = self.config
@@ -171,15 +173,15 @@ class SweepPlan:
                 *([_batches("helpfulness", self.hel, self.coarse)] if self.hel else []),
             ),
         )
-        sides = m.openings(self.loaded, self.behavior, self.generated.answers, n_tokens=c.opening_tokens)
-        proxy = m.SequenceProxy(
+        sides = proxy.openings(self.loaded, self.behavior, self.generated.answers, n_tokens=c.opening_tokens)
+        seq = proxy.SequenceProxy(
             self.loaded, self.behavior, self.vector, self.layers, sides, c.batch_size, self.keep_beh
         )
         yield Stage(
             "proxy",
             "sequence proxy over the whole grid (from the model's own openings)",
-            {"proxy": proxy},
-            _batches("proxy", proxy, self.grid),
+            {"proxy": seq},
+            _batches("proxy", seq, self.grid),
         )
         fine_gen = _batches("behavior", self.generated, self.fine) if c.behavior_mode == "generate" else []
         fine_hel = _batches("helpfulness", self.hel, self.fine) if self.hel else []
@@ -190,13 +192,17 @@ class SweepPlan:
                 {"behavior": self.generated, **hel},
                 interleave(fine_gen, fine_hel),
             )
-        coherence = m.Coherence(self.loaded, self.behavior, self.generated.answers, batch_size=c.batch_size)
+        answers_coherence = coherence.Coherence(
+            self.loaded, self.behavior, self.generated.answers, batch_size=c.batch_size
+        )
         yield Stage(
             "coherence",
             "scoring the answers' coherence under the unsteered model",
-            {"coherence": _Once(coherence.rows, len(self.generated.answers))},
+            {"coherence": _Once(answers_coherence.rows, len(self.generated.answers))},
             [("coherence", [(0, 0.0)])],
         )
+        if not c.baseline:
+            return
         base_hel = (
             m.Helpfulness(
                 self.loaded,
@@ -219,7 +225,7 @@ class SweepPlan:
             _batches("baseline", self.baseline, [0.0])
             + (_batches("baseline_helpfulness", base_hel, [0.0]) if base_hel else []),
         )
-        base_coherence = m.Coherence(
+        base_coherence = coherence.Coherence(
             self.loaded,
             self.behavior,
             self.baseline.answers,

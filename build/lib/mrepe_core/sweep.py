@@ -15,7 +15,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,19 +28,19 @@ from .agreement import proxy_agreement
 from .config import SweepConfig
 from .diagnostics import compare_with_fits, run_diagnostics
 from .extract import extract_vector
+from .limits import Cancelled, check_cancel
 from .models import LoadedModel, load_model, resolve_layers
 from .plan import SweepPlan, coarse_first, interleave, plan_batches  # noqa: F401  (planning names)
 from .result import ITEM_COLUMNS, TEXT_COLUMNS, SweepResult, aggregate
-from .tradeoff import fit_tradeoff
+from .summary import summarise
 from .vectors import SteeringVector
 
 __all__ = ["SweepCancelled", "SweepEvent", "iter_sweep", "run_sweep", "prepare", "summarise"]
 
-N_CHOICES = 4  # MMLU questions have four options
 
-
-class SweepCancelled(RuntimeError):
-    """Raised inside a sweep when its cancel event is set."""
+class SweepCancelled(Cancelled):
+    """Raised inside a sweep when its cancel event is set (also when it was set during extraction
+    or in the middle of a batch: every ``limits.Cancelled`` of a sweep becomes this one)."""
 
 
 @dataclass
@@ -73,88 +73,6 @@ def diagnostic_grid(grid: list[float], n: int = 8) -> list[float]:
 # ---------------------------------------------------------------------------------------------
 # Summary
 # ---------------------------------------------------------------------------------------------
-
-
-def summarise(
-    config: SweepConfig, agg: pd.DataFrame, n_choices: int = N_CHOICES, behavior_metric: str = "behavior_expectation"
-) -> dict:
-    """Fits, efficient regime (``tradeoff.fit_tradeoff``) and plain-language notes for a sweep."""
-    tradeoff = fit_tradeoff(agg, n_choices=n_choices, behavior_metric=behavior_metric)
-    out = tradeoff.to_dict()
-    out["notes"] = list(tradeoff.notes)
-    for fit in (tradeoff.alignment, tradeoff.helpfulness):
-        if fit is not None:
-            out["notes"].extend(fit.notes)
-    out["behavior_metric"] = behavior_metric
-    r, b = _curve(agg, "behavior", behavior_metric)
-    if b.size >= 3:
-        diffs = np.diff(b)
-        out["behavior_monotone"] = bool((diffs >= -1e-9).all() or (diffs <= 1e-9).all())
-    baseline = prompting_baseline(agg, tradeoff, behavior_metric)
-    if baseline:
-        out["prompting_baseline"] = baseline
-        out["notes"].append(baseline["verdict"])
-    r, h = _curve(agg, "helpfulness", "helpfulness", "mean")
-    if h.size >= 3 and r.min() <= 0 <= r.max():
-        out["helpfulness_at_0_vs_ends"] = {
-            "h0": float(np.interp(0.0, r, h)),
-            "h_min_r": float(h[0]),
-            "h_max_r": float(h[-1]),
-        }
-    return out
-
-
-def prompting_baseline(agg: pd.DataFrame, tradeoff, behavior_metric: str) -> dict:
-    """The unsteered model asked with the behaviour's system prompt, next to steering at the
-    recommended r_e (or at the largest B, when there is no regime): does steering beat asking?"""
-    base = agg[(agg.task == "baseline") & (agg.r_e == 0.0)]
-    if base.empty:
-        return {}
-
-    def value(rows, metric, subject=None):
-        sel = rows[rows.metric == metric]
-        if subject is not None:
-            sel = sel[sel.subject == subject]
-        return float(sel.value.iloc[0]) if len(sel) else None
-
-    out = {
-        "behavior_expectation": value(base, "behavior_expectation"),
-        "helpfulness": value(base, "helpfulness", "mean"),
-        "coherent": value(base, "coherent"),
-    }
-    r, b = _curve(agg, "behavior", behavior_metric)
-    if not b.size or out["behavior_expectation"] is None:
-        return {}
-    at = tradeoff.regime.best_r_e if tradeoff.regime is not None else float(r[int(np.argmax(b))])
-    steer = agg[np.isclose(agg.r_e, at)]
-    out["steering"] = {
-        "r_e": at,
-        "behavior_expectation": float(np.interp(at, r, b)),
-        "helpfulness": value(steer[steer.task == "helpfulness"], "helpfulness", "mean"),
-        "coherent": value(steer[steer.task == "coherence"], "coherent"),
-    }
-    gap = out["steering"]["behavior_expectation"] - out["behavior_expectation"]
-    out["verdict"] = (
-        f"prompting baseline: asking in a system prompt gives B = {out['behavior_expectation']:+.2f}; steering at "
-        f"r_e = {at:.3g} gives B = {out['steering']['behavior_expectation']:+.2f}, so steering "
-        + ("beats asking" if gap > 0.05 else "does not beat asking" if gap < -0.05 else "matches asking")
-        + f" on B (by {gap:+.2f})"
-        + (
-            f"; helpfulness {out['helpfulness']:.3f} asked vs {out['steering']['helpfulness']:.3f} steered"
-            if out["helpfulness"] is not None and out["steering"]["helpfulness"] is not None
-            else ""
-        )
-        + "."
-    )
-    return out
-
-
-def _curve(agg: pd.DataFrame, task: str, metric: str, subject: str | None = None):
-    sel = agg[(agg.task == task) & (agg.metric == metric)]
-    if subject is not None:
-        sel = sel[sel.subject == subject]
-    sel = sel.sort_values("r_e")
-    return sel.r_e.to_numpy(float), sel.value.to_numpy(float)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -203,94 +121,152 @@ def iter_sweep(
     cache_dir = Path(cache_dir) if cache_dir else cache.default_cache_dir()
     # Built-in data and no vector given: the result is a function of files on disk, so an earlier
     # run can be found before the model is loaded (seconds saved on every repeated CLI run).
-    quick = (
-        cache.file_cache_key(config) if use_cache and loaded is None and behavior is None and vector is None else None
-    )
-    indexed = cache.indexed_entry(cache_dir, quick)
-    if indexed is not None:
-        try:
-            yield SweepEvent("done", "cache", result=_from_cache(indexed, t0))
-            return
-        except (ValueError, OSError):
-            pass  # stale or corrupt: the full lookup below decides
+    files_only = use_cache and loaded is None and behavior is None and vector is None
+    quick = cache.file_cache_key(config) if files_only else None
+    hit = _cached(cache.indexed_entry(cache_dir, quick), t0)
+    if hit is not None:
+        yield SweepEvent("done", "cache", result=hit)
+        return
     yield SweepEvent("stage", "load", message="loading the model and the data")
     loaded, behavior, questions = prepare(config, loaded, behavior)
-    t_load = time.perf_counter() - t0
-    # The dtype and device that "auto" resolved to are part of what the numbers depend on.
-    model_id = f"{loaded.fingerprint}|{loaded.dtype}|{loaded.device.type}"
-    key = cache.cache_key(config, model_id, _data_hash(behavior, questions, vector))
-    entry = cache.entry_path(cache_dir, key)
+    run = SweepRun(config, loaded, behavior, questions, vector, cancel, t0)
+    entry = cache.entry_path(cache_dir, run.key)
+    hit = _cached(entry, t0) if use_cache and cache.complete_entry(entry) else None
+    if hit is not None:
+        cache.write_index(cache_dir, quick, run.key)
+        yield SweepEvent("done", "cache", result=hit)
+        return
     if use_cache and cache.complete_entry(entry):
+        cache.discard(entry)  # a corrupt entry is recomputed, never trusted
+    yield from run.extract()
+    yield from run.measure(cache_dir if use_cache else None, partial_every)
+    result = yield from run.finish()
+    if use_cache:
         try:
-            res = _from_cache(entry, t0)
-            cache.write_index(cache_dir, quick, key)
-            yield SweepEvent("done", "cache", result=res)
-            return
-        except (ValueError, OSError):
-            cache.discard(entry)  # corrupt entries are recomputed
-    layers = resolve_layers(config.layers, loaded.n_layers)
-    t1 = time.perf_counter()
-    if vector is None:
-        yield SweepEvent("stage", "extract", message=f"extracting a {config.method} vector")
-        vector = extract_vector(
-            loaded,
-            behavior.pairs,
-            config.method,
-            layers,
-            behavior=behavior.name,
-            template=behavior.template,
-            positive=behavior.description,
+            result.save(entry)
+            cache.write_index(cache_dir, quick, run.key)
+            cache.PartialRows.remove(cache_dir, run.key)
+        except OSError:
+            result.summary["notes"].append("results could not be cached (read-only cache directory)")
+    yield SweepEvent("done", "done", run.total, run.total, result=result)
+
+
+class SweepRun:
+    """One sweep's state while it runs: extraction, the plan's stages, then summary and checks."""
+
+    def __init__(self, config: SweepConfig, loaded: LoadedModel, behavior, questions, vector, cancel, t0: float):
+        self.config, self.loaded, self.behavior, self.questions = config, loaded, behavior, questions
+        self.vector, self.cancel, self.t0 = vector, cancel, t0
+        self.timings = {"load_s": round(time.perf_counter() - t0, 3)}
+        # The dtype and device that "auto" resolved to are part of what the numbers depend on.
+        model_id = f"{loaded.fingerprint}|{loaded.dtype}|{loaded.device.type}"
+        self.key = cache.cache_key(config, model_id, _data_hash(behavior, questions, vector))
+        self.layers = resolve_layers(config.layers, loaded.n_layers)
+        grid = config.r_grid()
+        self.check_grid = diagnostic_grid(grid) if config.n_diagnostics and any(r != 0.0 for r in grid) else []
+        n = config.n_diagnostics
+        self.keep_beh = (
+            measure.AnswerStates(min(n, len(behavior.eval_prompts)), self.check_grid) if self.check_grid else None
         )
-    t_extract = time.perf_counter() - t1
-    grid = config.r_grid()
-    check_grid = diagnostic_grid(grid) if config.n_diagnostics and any(r != 0.0 for r in grid) else []
-    keep_beh = (
-        measure.AnswerStates(min(config.n_diagnostics, len(behavior.eval_prompts)), check_grid) if check_grid else None
-    )
-    keep_hel = measure.AnswerStates(min(config.n_diagnostics, len(questions)), check_grid) if check_grid else None
-    plan = SweepPlan(config, loaded, behavior, questions, vector, layers, keep_beh, keep_hel, cancel)
-    # The behaviour checks' states come from the next-token proxy's or the sequence proxy's passes
-    # (packed path only; the checks run their own passes otherwise).
-    if plan.hel is None or plan.hel.keep is None:
-        keep_hel = None
-    partial = _Partial.load(cache_dir, key) if use_cache else _Partial()
-    plan.restore(partial.texts, partial.rows)
-    times: dict[str, float] = {}
-    total, done, n_batch = plan.n_rows(), 0, 0
-    for stage in plan.stages():
-        yield SweepEvent("stage", stage.name, done, total, message=stage.message)
-        for task, batch in stage.batches:
-            n_batch += 1
-            if n_batch - 1 in partial.batches:
-                done += stage.work[task].n_rows(batch)
-                continue
-            if cancel is not None and cancel.is_set():
-                if use_cache:
-                    partial.save(cache_dir, key, plan_texts(plan))
-                raise SweepCancelled("Sweep cancelled.")
-            tb = time.perf_counter()
-            partial.add(n_batch - 1, stage.work[task].rows(batch))
-            times[task] = times.get(task, 0.0) + time.perf_counter() - tb
-            done += stage.work[task].n_rows(batch)
-            shown = None
-            if partial_every and n_batch % partial_every == 0:
-                items = pd.DataFrame(partial.rows, columns=ITEM_COLUMNS)
-                shown = SweepResult(
-                    config, aggregate(items), items, {"behavior_metric": plan.behavior_metric}, vector, complete=False
+        self.keep_hel = measure.AnswerStates(min(n, len(questions)), self.check_grid) if self.check_grid else None
+        self.partial = cache.PartialRows()
+        self.total = 0
+
+    def extract(self) -> Iterator[SweepEvent]:
+        t = time.perf_counter()
+        if self.vector is None:
+            yield SweepEvent("stage", "extract", message=f"extracting a {self.config.method} vector")
+            b = self.behavior
+            try:
+                self.vector = extract_vector(
+                    self.loaded,
+                    b.pairs,
+                    self.config.method,
+                    self.layers,
+                    behavior=b.name,
+                    template=b.template,
+                    positive=b.description,
+                    cancel=self.cancel,
                 )
-            yield SweepEvent("progress", stage.name, min(done, total), total, result=shown)
-    texts = plan_texts(plan)
-    items = (
-        pd.DataFrame(partial.rows, columns=ITEM_COLUMNS)
-        .sort_values(["task", "metric", "subject", "item", "r_e"])
-        .reset_index(drop=True)
-    )
-    agg = aggregate(items)
-    summary = summarise(config, agg, behavior_metric=plan.behavior_metric)
-    summary["proxy_agreement"] = proxy_agreement(items)
-    summary.update(
-        {
-            "config": config.to_dict(),
+            except Cancelled:
+                raise SweepCancelled("Sweep cancelled during extraction.") from None
+        self.timings["extract_s"] = round(time.perf_counter() - t, 3)
+
+    def measure(self, cache_dir: Path | None, partial_every: int) -> Iterator[SweepEvent]:
+        """The plan's stages, batch by batch; finished batches of a cancelled run are skipped."""
+        plan = SweepPlan(
+            self.config,
+            self.loaded,
+            self.behavior,
+            self.questions,
+            self.vector,
+            self.layers,
+            self.keep_beh,
+            self.keep_hel,
+            self.cancel,
+        )
+        self.plan = plan
+        if cache_dir is not None:
+            self.partial = cache.PartialRows.load(cache_dir, self.key)
+            plan.restore(self.partial.texts, self.partial.rows)
+        self.total, done, n_batch = plan.n_rows(), 0, 0
+        for stage in plan.stages():
+            yield SweepEvent("stage", stage.name, done, self.total, message=stage.message)
+            for task, batch in stage.batches:
+                n_batch += 1
+                done += stage.work[task].n_rows(batch)
+                if n_batch - 1 in self.partial.batches:
+                    continue
+                t = time.perf_counter()
+                try:
+                    check_cancel(self.cancel, "The sweep")
+                    rows = stage.work[task].rows(batch)
+                except Cancelled:
+                    if cache_dir is not None:  # the finished batches are kept for a rerun
+                        self.partial.save(cache_dir, self.key, plan_texts(plan))
+                    raise SweepCancelled("Sweep cancelled.") from None
+                self.partial.add(n_batch - 1, rows)
+                self.timings[f"{task}_s"] = round(self.timings.get(f"{task}_s", 0.0) + time.perf_counter() - t, 3)
+                shown = self._partial_result() if partial_every and n_batch % partial_every == 0 else None
+                yield SweepEvent("progress", stage.name, min(done, self.total), self.total, result=shown)
+
+    def _partial_result(self) -> SweepResult:
+        items = pd.DataFrame(self.partial.rows, columns=ITEM_COLUMNS)
+        summary = {"behavior_metric": self.plan.behavior_metric}
+        return SweepResult(self.config, aggregate(items), items, summary, self.vector, complete=False)
+
+    def finish(self) -> Generator[SweepEvent, None, SweepResult]:
+        """Aggregates, summary (fits, regime, baseline, agreement, provenance) and the checks."""
+        items = pd.DataFrame(self.partial.rows, columns=ITEM_COLUMNS)
+        items = items.sort_values(["task", "metric", "subject", "item", "r_e"]).reset_index(drop=True)
+        agg = aggregate(items)
+        summary = summarise(self.config, agg, behavior_metric=self.plan.behavior_metric)
+        summary["proxy_agreement"] = proxy_agreement(items)
+        summary.update(self._provenance())
+        diag_rows = noise = None
+        if self.check_grid:
+            yield SweepEvent("stage", "diagnostics", self.total, self.total, message="checking the paper's assumptions")
+            t = time.perf_counter()
+            diag_rows, noise = self._diagnostics(summary)
+            self.timings["diagnostics_s"] = round(time.perf_counter() - t, 3)
+        self.timings["total_s"] = round(time.perf_counter() - self.t0, 3)
+        summary["timings"] = self.timings
+        texts = plan_texts(self.plan)
+        return SweepResult(
+            self.config,
+            agg,
+            items,
+            summary,
+            self.vector,
+            diagnostics=diag_rows,
+            noise_samples=noise,
+            texts=pd.DataFrame(texts, columns=TEXT_COLUMNS) if texts else None,
+        )
+
+    def _provenance(self) -> dict:
+        loaded = self.loaded
+        return {
+            "config": self.config.to_dict(),
             "model": {
                 "name": loaded.name,
                 "source": loaded.source,
@@ -300,63 +276,36 @@ def iter_sweep(
                 "device": str(loaded.device),
             },
             "provenance": provenance.stack(loaded.device, loaded.dtype),
-            "layers": layers,
-            "behavior_mode": config.behavior_mode,
-            "n_behavior_prompts": len(behavior.eval_prompts),
-            "n_questions": len(questions),
-            "n_contrast_pairs": len(behavior.pairs),
-            "timings": {
-                "load_s": round(t_load, 3),
-                "extract_s": round(t_extract, 3),
-                **{f"{task}_s": round(t, 3) for task, t in times.items()},
-            },
+            "layers": self.layers,
+            "behavior_mode": self.config.behavior_mode,
+            "n_behavior_prompts": len(self.behavior.eval_prompts),
+            "n_questions": len(self.questions),
+            "n_contrast_pairs": len(self.behavior.pairs),
             "version": __version__,
         }
-    )
-    diag_rows = noise = None
-    if check_grid:
-        yield SweepEvent("stage", "diagnostics", done, total, message="checking the paper's assumptions")
-        td = time.perf_counter()
-        # States the sweep could not keep (generation mode, plain path, r_e = 0 off the grid) are
-        # computed by the checks' own passes.
+
+    def _diagnostics(self, summary: dict):
+        """The assumption checks, from the states the sweep kept (its own passes where it could not)."""
+        n = self.config.n_diagnostics
+        keep_hel = self.keep_hel if self.plan.hel is not None and self.plan.hel.keep is not None else None
         diag = run_diagnostics(
-            loaded,
-            vector,
-            layers,
-            questions[: config.n_diagnostics],
-            _subset(behavior, config.n_diagnostics),
-            check_grid,
-            helpfulness_format=config.helpfulness_format,
+            self.loaded,
+            self.vector,
+            self.layers,
+            self.questions[:n],
+            _subset(self.behavior, n),
+            self.check_grid,
+            helpfulness_format=self.config.helpfulness_format,
             question_states=keep_hel.by_coefficient() if keep_hel is not None else None,
-            behavior_states=keep_beh.by_coefficient() if keep_beh is not None else None,
+            behavior_states=self.keep_beh.by_coefficient() if self.keep_beh is not None else None,
         )
-        diag_rows, noise = diag.rows, diag.noise_samples
         summary["diagnostics"] = {
             **diag.estimates,
             "comparison_with_fits": compare_with_fits(
                 diag.estimates, summary.get("alignment_fit"), summary.get("helpfulness_fit")
             ),
         }
-        summary["timings"]["diagnostics_s"] = round(time.perf_counter() - td, 3)
-    summary["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
-    result = SweepResult(
-        config,
-        agg,
-        items,
-        summary,
-        vector,
-        diagnostics=diag_rows,
-        noise_samples=noise,
-        texts=pd.DataFrame(texts, columns=TEXT_COLUMNS) if texts else None,
-    )
-    if use_cache:
-        try:
-            result.save(entry)
-            cache.write_index(cache_dir, quick, key)
-            _Partial.remove(cache_dir, key)
-        except OSError:
-            summary["notes"].append("results could not be cached (read-only cache directory)")
-    yield SweepEvent("done", "done", total, total, result=result)
+        return diag.rows, diag.noise_samples
 
 
 ProgressFn = Callable[[int, int, "SweepResult | None"], None]
@@ -372,61 +321,19 @@ def run_sweep(config: SweepConfig, progress: ProgressFn | None = None, **kwargs)
     raise RuntimeError("The sweep ended without a result.")  # pragma: no cover - iter_sweep always ends with done
 
 
-class _Partial:
-    """Rows of finished batches, kept when a sweep is cancelled so a rerun skips them."""
-
-    def __init__(self, batches=(), rows=(), texts=()) -> None:
-        self.batches, self.rows, self.texts = set(batches), list(rows), list(texts)
-
-    def add(self, batch: int, rows: list[dict]) -> None:
-        self.batches.add(batch)
-        self.rows.extend(rows)
-
-    @staticmethod
-    def _path(cache_dir: Path, key: str) -> Path:
-        return cache_dir / f"{key}.partial.json"
-
-    def save(self, cache_dir: Path, key: str, texts: list[dict]) -> None:
-        try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self._path(cache_dir, key).with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps(
-                    {
-                        "version": __version__,
-                        "batches": sorted(self.batches),
-                        "rows": self.rows,
-                        "texts": texts,
-                    },
-                    default=float,
-                )
-            )
-            tmp.replace(self._path(cache_dir, key))
-        except OSError:
-            pass  # a read-only cache only costs the recomputation
-
-    @classmethod
-    def load(cls, cache_dir: Path, key: str) -> _Partial:
-        try:
-            data = json.loads(cls._path(cache_dir, key).read_text())
-            if data.get("version") != __version__:
-                return cls()
-            return cls(data["batches"], data["rows"], data.get("texts", []))
-        except (OSError, ValueError, KeyError, TypeError):
-            return cls()
-
-    @classmethod
-    def remove(cls, cache_dir: Path, key: str) -> None:
-        cls._path(cache_dir, key).unlink(missing_ok=True)
-
-
 def plan_texts(plan: SweepPlan) -> list[dict]:
     """The generated answers of a plan (steered and baseline), for ``SweepResult.texts``."""
     return [t for g in (plan.generated, plan.baseline) if g is not None for t in g.texts]
 
 
-def _from_cache(entry: Path, t0: float) -> SweepResult:
-    res = SweepResult.load(entry)
+def _cached(entry: Path | None, t0: float) -> SweepResult | None:
+    """The result saved in a cache entry, or None (no entry, or one that does not load)."""
+    if entry is None:
+        return None
+    try:
+        res = SweepResult.load(entry)
+    except (ValueError, OSError):
+        return None
     res.from_cache = True
     res.summary.setdefault("timings", {})["served_from_cache_s"] = round(time.perf_counter() - t0, 3)
     return res

@@ -2,14 +2,13 @@
 
 from .diagnostics import (
     DiagnosticsPlotError,
-    comparison_figure,
-    comparison_table,
     final_shift_figure,
-    layer_map_figure,
     logit_noise_figure,
     noise_histogram_figure,
     separation_figure,
 )
+from .fit_comparison import comparison_figure, comparison_table
+from .layer_scan import layer_map_figure
 from .maps import MapPlotError, concept_map_figure, set_colors
 from .tradeoff import (
     PlotDataError,

@@ -1,4 +1,4 @@
-"""Figures of the paper's assumption checks (Wolf et al., appendix A.3) and of the layer scan.
+"""Figures of the paper's assumption checks (Wolf et al., appendix A.3).
 
 Pure functions of data: ``rows`` is the tidy table of ``diagnostics.run_diagnostics`` (also
 ``SweepResult.diagnostics``; columns ``r_e, check, statistic, value``) and ``estimates`` the
@@ -7,66 +7,42 @@ the origin with the slope the engine estimated, solid over the coefficients the 
 (``|r_e| <= linear_range``) and dotted beyond.
 
 Only scatter and bar traces (plus layout shapes) are used: the dashboard draws charts with
-plotly's basic bundle, which has no histogram or heatmap trace. The histogram is therefore binned
-here (``numpy.histogram``) and drawn as bars, and the layer map's cells are rectangles.
+plotly's basic bundle, which has no histogram trace, so the histogram is binned here
+(``numpy.histogram``) and drawn as bars. The estimates-vs-fits chart lives in ``fit_comparison``,
+the layer scan's heat maps in ``layer_scan``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import sample_colorscale
 from scipy import stats
 
-from .tradeoff import R_AXIS_TITLE, TEMPLATE
+from .diagnostics_style import COLORS, HEIGHT, DiagnosticsPlotError, chart_layout, finite_or_none, fmt_number
 
-HEIGHT = 360
+__all__ = [
+    "FINAL_SHIFT_HEIGHT",
+    "HEIGHT",
+    "DiagnosticsPlotError",
+    "final_shift_figure",
+    "logit_noise_figure",
+    "noise_histogram_figure",
+    "noise_normality",
+    "separation_figure",
+]
+
 FINAL_SHIFT_HEIGHT = 440  # two panels when |U·δr| was measured
-COLORS = {
-    "measured": "#1f77b4",
-    "second": "#9467bd",
-    "fit": "#ff7f0e",
-    "mean": "#7f7f7f",
-    "normal": "#d62728",
-    "estimate": "#1f77b4",
-    "bound_fit": "#ff7f0e",
-}
 ROW_COLUMNS = ("r_e", "check", "statistic", "value")
-LAYER_COLUMNS = ("layer_start", "layer_stop", "r_e", "metric", "value")
-METRIC_TITLES = {"behavior_expectation": "behaviour expectation B", "helpfulness": "helpfulness P(correct)"}
-# Diverging for B (-1 .. +1, 0 = indifferent), sequential for probabilities.
-METRIC_SCALES = {"behavior_expectation": ("RdBu", -1.0, 1.0), "helpfulness": ("Viridis", None, None)}
 N_LINE = 60
 MIN_NORMALITY_SAMPLES = 20  # scipy's D'Agostino-Pearson test needs at least 20 values
-
-
-class DiagnosticsPlotError(ValueError):
-    """The diagnostics data cannot be drawn (missing columns or rows, non-finite numbers)."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _fmt(x, digits: int = 3) -> str:
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{value:.{digits}g}" if math.isfinite(value) else "n/a"
-
-
-def _finite(x) -> float | None:
-    try:
-        value = float(x)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _check_rows(rows) -> pd.DataFrame:
@@ -91,22 +67,6 @@ def _need(r: np.ndarray, what: str) -> None:
             f"No {what} rows: this result was computed without that check "
             "(the sweep's n_diagnostics was 0, or it had no questions / behaviour prompts)."
         )
-
-
-def _layout(title: str, y_title: str, **extra) -> dict:
-    layout = dict(
-        template=TEMPLATE,
-        height=HEIGHT,
-        autosize=True,
-        title=dict(text=title, font=dict(size=13)),
-        margin=dict(l=60, r=20, t=60, b=50),
-        hovermode="closest",
-        legend=dict(orientation="h", x=0, y=-0.22, font=dict(size=11)),
-        xaxis=dict(title=dict(text=R_AXIS_TITLE), zeroline=True, zerolinecolor="#bbb"),
-        yaxis=dict(title=dict(text=y_title), zeroline=True, zerolinecolor="#bbb"),
-    )
-    layout.update(extra)
-    return layout
 
 
 def _line_through_origin(
@@ -177,7 +137,7 @@ def final_shift_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> 
     _need(r, "final-layer shift (final_shift)")
     r_u, norm_u = _series(rows, "final_shift", "norm_U_delta_r")
     lo, hi = _span(r)
-    linear = _finite(estimates.get("linear_range"))
+    linear = finite_or_none(estimates.get("linear_range"))
     # Markers only: |δr| is a V with its corner at r_e = 0, which a line between the grid points would hide.
     traces = [
         dict(
@@ -190,14 +150,14 @@ def final_shift_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> 
             hovertemplate="r_e %{x:.3g}<br>|δr| %{y:.4g}<extra></extra>",
         )
     ]
-    lam = _finite(estimates.get("lambda"))
+    lam = finite_or_none(estimates.get("lambda"))
     if lam is not None:
-        traces += _line_through_origin(lam, lo, hi, linear, f"λ|r_e|, λ = {_fmt(lam)}", COLORS["fit"], True)
-    r2 = _finite(estimates.get("lambda_r2"))
+        traces += _line_through_origin(lam, lo, hi, linear, f"λ|r_e|, λ = {fmt_number(lam)}", COLORS["fit"], True)
+    r2 = finite_or_none(estimates.get("lambda_r2"))
     title = "Assumption 1: final-layer change |δr| vs r_e"
     if lam is not None:
-        title += f"<br><sub>λ = {_fmt(lam)} (R² {_fmt(r2)}) fitted on |r_e| ≤ {_fmt(linear)}</sub>"
-    layout = _layout(title, "|δr| (final hidden state)")
+        title += f"<br><sub>λ = {fmt_number(lam)} (R² {fmt_number(r2)}) fitted on |r_e| ≤ {fmt_number(linear)}</sub>"
+    layout = chart_layout(title, "|δr| (final hidden state)")
     layout["yaxis"]["rangemode"] = "tozero"
     if r_u.size:
         traces.append(
@@ -212,10 +172,10 @@ def final_shift_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> 
                 hovertemplate="r_e %{x:.3g}<br>|U·δr| %{y:.4g}<extra></extra>",
             )
         )
-        lam_u = _finite(estimates.get("lambda_U"))
+        lam_u = finite_or_none(estimates.get("lambda_U"))
         if lam_u is not None:
             traces += _line_through_origin(
-                lam_u, lo, hi, linear, f"λ_U|r_e|, λ_U = {_fmt(lam_u)}", COLORS["fit"], True, yaxis="y2"
+                lam_u, lo, hi, linear, f"λ_U|r_e|, λ_U = {fmt_number(lam_u)}", COLORS["fit"], True, yaxis="y2"
             )
         layout["height"] = FINAL_SHIFT_HEIGHT
         layout["xaxis"]["anchor"] = "y2"
@@ -269,20 +229,20 @@ def logit_noise_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> 
                 hovertemplate="r_e %{x:.3g}<br>mean %{y:.4g}<extra></extra>",
             )
         )
-    lam_sigma = _finite(estimates.get("lambda_sigma"))
-    linear = _finite(estimates.get("linear_range"))
+    lam_sigma = finite_or_none(estimates.get("lambda_sigma"))
+    linear = finite_or_none(estimates.get("linear_range"))
     if lam_sigma is not None:
         traces += _line_through_origin(
-            lam_sigma, lo, hi, linear, f"λσ|r_e|, λσ = {_fmt(lam_sigma)}", COLORS["fit"], True
+            lam_sigma, lo, hi, linear, f"λσ|r_e|, λσ = {fmt_number(lam_sigma)}", COLORS["fit"], True
         )
     title = "Assumption 3: logit noise on the top-10 tokens vs r_e"
     if lam_sigma is not None:
-        beta = _finite(estimates.get("lambda_sigma_beta_estimate"))
+        beta = finite_or_none(estimates.get("lambda_sigma_beta_estimate"))
         title += (
-            f"<br><sub>λσ = {_fmt(lam_sigma)} (R² {_fmt(estimates.get('lambda_sigma_r2'))}) → "
-            f"λσβ ≈ 0.8·λσ = {_fmt(beta)}</sub>"
+            f"<br><sub>λσ = {fmt_number(lam_sigma)} (R² {fmt_number(estimates.get('lambda_sigma_r2'))}) → "
+            f"λσβ ≈ 0.8·λσ = {fmt_number(beta)}</sub>"
         )
-    return go.Figure(data=traces, layout=_layout(title, "<δr, Uᵀ(e_i − e_correct)>"))
+    return go.Figure(data=traces, layout=chart_layout(title, "<δr, Uᵀ(e_i − e_correct)>"))
 
 
 def noise_normality(samples: Sequence[float]) -> dict:
@@ -315,7 +275,7 @@ def noise_histogram_figure(samples: Sequence[float], r_e: float, bins: int | str
     traces = [
         dict(
             type="bar",
-            name=f"noise at r_e = {_fmt(r_e)} (n = {values.size})",
+            name=f"noise at r_e = {fmt_number(r_e)} (n = {values.size})",
             x=centres.tolist(),
             y=counts.tolist(),
             width=np.diff(edges).tolist(),
@@ -329,7 +289,7 @@ def noise_histogram_figure(samples: Sequence[float], r_e: float, bins: int | str
             dict(
                 type="scatter",
                 mode="lines",
-                name=f"normal (μ = {_fmt(mu)}, σ = {_fmt(sigma)})",
+                name=f"normal (μ = {fmt_number(mu)}, σ = {fmt_number(sigma)})",
                 x=x.tolist(),
                 y=stats.norm.pdf(x, mu, sigma).tolist(),
                 line=dict(color=COLORS["normal"], width=2),
@@ -341,14 +301,14 @@ def noise_histogram_figure(samples: Sequence[float], r_e: float, bins: int | str
     verdict = (
         "too few samples for a normality test"
         if p is None
-        else f"D'Agostino-Pearson p = {_fmt(p)} "
+        else f"D'Agostino-Pearson p = {fmt_number(p)} "
         f"({'no evidence against' if p >= 0.05 else 'evidence against'} normality)"
     )
     title = (
-        f"Logit noise at r_e = {_fmt(r_e)}<br><sub>{verdict}; skew {_fmt(test['skew'])}, "
-        f"excess kurtosis {_fmt(test['excess_kurtosis'])}</sub>"
+        f"Logit noise at r_e = {fmt_number(r_e)}<br><sub>{verdict}; skew {fmt_number(test['skew'])}, "
+        f"excess kurtosis {fmt_number(test['excess_kurtosis'])}</sub>"
     )
-    layout = _layout(title, "density", bargap=0)
+    layout = chart_layout(title, "density", bargap=0)
     layout["xaxis"] = dict(title=dict(text="<δr, Uᵀ(e_i − e_correct)> (logits)"), zeroline=True, zerolinecolor="#bbb")
     return go.Figure(data=traces, layout=layout)
 
@@ -378,224 +338,24 @@ def separation_figure(rows: pd.DataFrame, estimates: Mapping | None = None) -> g
             hovertemplate="r_e %{x:.3g}<br>separation %{y:.4g}<extra></extra>",
         )
     ]
-    delta = _finite(estimates.get("delta_lambda_estimate"))
+    delta = finite_or_none(estimates.get("delta_lambda_estimate"))
     if delta is not None:
         traces += _line_through_origin(
-            delta, lo, hi, _finite(estimates.get("linear_range")), f"Δλ·r_e, Δλ = {_fmt(delta)}", COLORS["fit"], False
+            delta,
+            lo,
+            hi,
+            finite_or_none(estimates.get("linear_range")),
+            f"Δλ·r_e, Δλ = {fmt_number(delta)}",
+            COLORS["fit"],
+            False,
         )
     title = "Assumption 2: separation of aligned and misaligned answer tokens vs r_e"
     if delta is not None:
-        title += f"<br><sub>Δλ ≈ {_fmt(delta)} (R² {_fmt(estimates.get('delta_lambda_r2'))})"
+        title += f"<br><sub>Δλ ≈ {fmt_number(delta)} (R² {fmt_number(estimates.get('delta_lambda_r2'))})"
         tokens = estimates.get("separation_tokens") or {}
         if tokens.get("good") and tokens.get("bad"):
             good = ", ".join(repr(t) for t in list(tokens["good"])[:4])
             bad = ", ".join(repr(t) for t in list(tokens["bad"])[:4])
             title += f"; good {good} vs bad {bad}"
         title += "</sub>"
-    return go.Figure(data=traces, layout=_layout(title, "<δr, Uᵀ(e_good − e_bad)> (logits)"))
-
-
-# ---------------------------------------------------------------------------------------------
-# Estimates against the bound fits
-# ---------------------------------------------------------------------------------------------
-
-COMPARISON_COLUMNS = ["parameter", "direct estimate", "bound fit", "fit / estimate", "from"]
-
-
-def comparison_table(diagnostics_summary: Mapping | None) -> pd.DataFrame:
-    """The direct estimates next to the bound fits' free parameters (as in the paper's section 4).
-
-    ``diagnostics_summary`` is ``summary["diagnostics"]`` of a sweep: the estimates plus
-    ``comparison_with_fits``. Parameters without a fitted counterpart (λ, λ_U, λσ) show the
-    estimate alone.
-    """
-    if not diagnostics_summary:
-        raise DiagnosticsPlotError(
-            "This result has no assumption-check estimates (run the sweep with n_diagnostics > 0)."
-        )
-    summary = dict(diagnostics_summary)
-    comparison = summary.get("comparison_with_fits") or {}
-    rows = []
-
-    def fitted(key: str):
-        entry = comparison.get(key) or {}
-        return _finite(entry.get("fit")), _finite(entry.get("ratio_fit_to_estimate"))
-
-    fit_dl, ratio_dl = fitted("delta_lambda")
-    fit_lsb, ratio_lsb = fitted("lambda_sigma_beta")
-    specs = (
-        ("Δλ (alignment)", summary.get("delta_lambda_estimate"), fit_dl, ratio_dl, "separation slope vs Theorem 1 fit"),
-        (
-            "λσβ (helpfulness)",
-            summary.get("lambda_sigma_beta_estimate"),
-            fit_lsb,
-            ratio_lsb,
-            "0.8·λσ from the logit noise vs Theorem 2 fit",
-        ),
-        ("λ", summary.get("lambda"), None, None, "slope of |δr| (assumption 1)"),
-        ("λ_U", summary.get("lambda_U"), None, None, "slope of |U·δr|"),
-        ("λσ", summary.get("lambda_sigma"), None, None, "slope of the logit-noise std (assumption 3)"),
-    )
-    for name, estimate, fit, ratio, source in specs:
-        if _finite(estimate) is None and fit is None:
-            continue
-        rows.append(
-            {
-                "parameter": name,
-                "direct estimate": _finite(estimate),
-                "bound fit": fit,
-                "fit / estimate": ratio,
-                "from": source,
-            }
-        )
-    if not rows:
-        raise DiagnosticsPlotError("The assumption-check summary holds no finite estimate.")
-    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-
-
-def comparison_figure(diagnostics_summary: Mapping | None) -> go.Figure:
-    """Grouped bars of Δλ and λσβ: direct estimate against the bound fit's parameter."""
-    table = comparison_table(diagnostics_summary)
-    paired = table[table["parameter"].isin(["Δλ (alignment)", "λσβ (helpfulness)"])]
-    if paired.empty:
-        raise DiagnosticsPlotError("Neither Δλ nor λσβ was estimated in this result.")
-    names = paired["parameter"].tolist()
-    traces = []
-    for column, color, label in (
-        ("direct estimate", COLORS["estimate"], "direct estimate (appendix A.3)"),
-        ("bound fit", COLORS["bound_fit"], "free parameter of the bound fit"),
-    ):
-        values = [
-            None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in paired[column].tolist()
-        ]
-        traces.append(
-            dict(
-                type="bar",
-                name=label,
-                x=names,
-                y=values,
-                marker=dict(color=color),
-                text=[_fmt(v) for v in values],
-                textposition="outside",
-                hovertemplate="%{x}: %{y:.3g}<extra>" + label + "</extra>",
-            )
-        )
-    ratios = [f"{n}: fit/estimate = {_fmt(r)}" for n, r in zip(names, paired["fit / estimate"].tolist())]
-    title = "Direct estimates vs bound fits<br><sub>" + "; ".join(ratios) + "</sub>"
-    layout = _layout(title, "value", barmode="group")
-    layout["xaxis"] = dict(title=dict(text="parameter"), type="category")
-    return go.Figure(data=traces, layout=layout)
-
-
-# ---------------------------------------------------------------------------------------------
-# Layer x coefficient map
-# ---------------------------------------------------------------------------------------------
-
-
-def _window_label(start: int, stop: int) -> str:
-    return f"{start}" if stop - start == 1 else f"{start}–{stop - 1}"
-
-
-def _cell_edges(centres: np.ndarray) -> np.ndarray:
-    """Cell boundaries halfway between neighbouring centres (ends mirrored)."""
-    if centres.size == 1:
-        return np.array([centres[0] - 0.5, centres[0] + 0.5])
-    mids = (centres[:-1] + centres[1:]) / 2
-    return np.concatenate([[centres[0] - (mids[0] - centres[0])], mids, [centres[-1] + (centres[-1] - mids[-1])]])
-
-
-def layer_map_figure(df: pd.DataFrame, metric: str = "behavior_expectation") -> go.Figure:
-    """Heat map of ``metric`` over layer window (rows) x r_e (columns) from ``layer_scan.scan_layers``.
-
-    Cells are layout rectangles coloured from the colour scale (the basic plotly bundle has no
-    heatmap trace); an invisible marker per cell carries the hover text and the colour bar.
-    """
-    if not isinstance(df, pd.DataFrame):
-        raise DiagnosticsPlotError(f"Expected the layer-scan table (a DataFrame), got {type(df).__name__}.")
-    missing = [c for c in LAYER_COLUMNS if c not in df.columns]
-    if missing:
-        raise DiagnosticsPlotError(f"The layer-scan table lacks columns {missing}; expected {list(LAYER_COLUMNS)}.")
-    sel = df[df["metric"] == metric]
-    sel = sel[np.isfinite(sel["value"].to_numpy(float)) & np.isfinite(sel["r_e"].to_numpy(float))]
-    if sel.empty:
-        raise DiagnosticsPlotError(f"The layer scan has no {metric!r} values.")
-    windows = sorted({(int(a), int(b)) for a, b in zip(sel["layer_start"], sel["layer_stop"])})
-    r_values = np.array(sorted(set(sel["r_e"].astype(float))))
-    grid = np.full((len(windows), r_values.size), np.nan)
-    row_of = {w: i for i, w in enumerate(windows)}
-    col_of = {float(r): j for j, r in enumerate(r_values)}
-    for a, b, r, v in zip(sel["layer_start"], sel["layer_stop"], sel["r_e"], sel["value"]):
-        grid[row_of[(int(a), int(b))], col_of[float(r)]] = float(v)
-    scale, vmin, vmax = METRIC_SCALES.get(metric, ("Viridis", None, None))
-    finite = grid[np.isfinite(grid)]
-    lo = float(finite.min()) if vmin is None else vmin
-    hi = float(finite.max()) if vmax is None else vmax
-    if hi <= lo:
-        hi = lo + 1e-9
-    x_edges = _cell_edges(r_values)
-    shapes, xs, ys, colours, texts = [], [], [], [], []
-    for i, (start, stop) in enumerate(windows):
-        for j, r in enumerate(r_values):
-            value = grid[i, j]
-            if not np.isfinite(value):
-                continue
-            colour = sample_colorscale(scale, [min(max((value - lo) / (hi - lo), 0.0), 1.0)])[0]
-            shapes.append(
-                dict(
-                    type="rect",
-                    xref="x",
-                    yref="y",
-                    x0=float(x_edges[j]),
-                    x1=float(x_edges[j + 1]),
-                    y0=i - 0.5,
-                    y1=i + 0.5,
-                    fillcolor=colour,
-                    line=dict(width=0.5, color="white"),
-                    layer="below",
-                )
-            )
-            xs.append(float(r))
-            ys.append(i)
-            colours.append(float(value))
-            texts.append(f"layers {_window_label(start, stop)}, r_e {r:.3g}: {value:.3g}")
-    title_metric = METRIC_TITLES.get(metric, metric)
-    traces = [
-        dict(
-            type="scatter",
-            mode="markers",
-            name=title_metric,
-            x=xs,
-            y=ys,
-            text=texts,
-            hovertemplate="%{text}<extra></extra>",
-            showlegend=False,
-            marker=dict(
-                size=14,
-                opacity=0,
-                color=colours,
-                colorscale=scale,
-                cmin=lo,
-                cmax=hi,
-                showscale=True,
-                colorbar=dict(title=dict(text=title_metric.split(" ")[0]), thickness=12),
-            ),
-        )
-    ]
-    layout = _layout(
-        f"Layer scan: {title_metric}<br><sub>one coarse sweep per window of steered layers</sub>", "steered layers"
-    )
-    layout["shapes"] = shapes
-    layout["xaxis"] = dict(
-        title=dict(text=R_AXIS_TITLE), range=[float(x_edges[0]), float(x_edges[-1])], zeroline=False, showgrid=False
-    )
-    layout["yaxis"] = dict(
-        title=dict(text="steered layers"),
-        tickmode="array",
-        tickvals=list(range(len(windows))),
-        ticktext=[_window_label(a, b) for a, b in windows],
-        range=[-0.5, len(windows) - 0.5],
-        zeroline=False,
-        showgrid=False,
-    )
-    layout["margin"] = dict(l=70, r=20, t=60, b=50)
-    return go.Figure(data=traces, layout=layout)
+    return go.Figure(data=traces, layout=chart_layout(title, "<δr, Uᵀ(e_good − e_bad)> (logits)"))

@@ -127,43 +127,10 @@ def _steered_traces(
     return traces
 
 
-def concept_map_figure(
-    points_2d,
-    sets: Sequence[str],
-    sides: Sequence[str],
-    steered_2d=None,
-    steered_index: Sequence[int] | None = None,
-    r_e: float | None = None,
-    title: str = "",
-    hover_text: Sequence[str] | None = None,
-    axis_titles: tuple[str, str] = ("component 1", "component 2"),
-    equal_aspect: bool = True,
-    animation_frames: Mapping[float, np.ndarray] | None = None,
-) -> go.Figure:
-    """Scatter of ``points_2d`` ``[n, 2]``, one trace per (set, side), plus steered points.
-
-    ``steered_2d`` ``[m, 2]`` are the steered positions at ``r_e``; with ``steered_index`` (which
-    row of ``points_2d`` each one started from) they get their set's colour and an arrow from the
-    start. ``animation_frames`` (``{r: [m, 2]}``, e.g. from ``projection.project_frames``) adds
-    plotly frames and a slider that moves the steered trace client-side. ``equal_aspect`` keeps
-    one unit equally long on both axes, so PCA distances and arrow lengths read true.
-    """
-    points = _points(points_2d, "points_2d")
-    n_points = len(points)
-    if n_points == 0:
-        raise MapPlotError("No points to draw.")
-    sets = [str(s) for s in sets]
-    sides = ["" if s is None else str(s) for s in sides]
-    if len(sets) != n_points or len(sides) != n_points:
-        raise MapPlotError(f"sets ({len(sets)}) and sides ({len(sides)}) must label every one of {n_points} points.")
-    if hover_text is not None and len(hover_text) != n_points:
-        raise MapPlotError(f"hover_text has {len(hover_text)} entries for {n_points} points.")
-    if r_e is not None and not math.isfinite(float(r_e)):
-        raise MapPlotError(f"r_e must be finite; got {r_e!r}.")
-    # SVG scatter only: the dashboard ships plotly's basic bundle, which has no scattergl, and
-    # concept maps stay at a few thousand points at most.
-    scatter_type = "scatter"
-
+def _point_traces(
+    points: np.ndarray, sets: list[str], sides: list[str], hover_text: Sequence[str] | None, scatter_type: str
+) -> list[dict]:
+    """One marker trace per (set, side): colour = set, symbol = side."""
     colors = set_colors(sets)
     symbols = side_symbols(sides)
     set_array = np.asarray(sets, dtype=object)
@@ -198,38 +165,88 @@ def concept_map_figure(
             else:
                 trace["hovertemplate"] = f"{name}<br>point %{{customdata}}<extra></extra>"
             traces.append(trace)
+    return traces
+
+
+def _steered_rows(steered_index, n_points: int) -> np.ndarray:
+    index = np.asarray(steered_index)
+    if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+        raise MapPlotError("steered_index must be a 1-D sequence of integer row numbers.")
+    if index.size and (index.min() < 0 or index.max() >= n_points):
+        raise MapPlotError(f"steered_index must lie in [0, {n_points}).")
+    return index
+
+
+def _map_layout(title: str, axis_titles: tuple[str, str], equal_aspect: bool) -> dict:
+    yaxis: dict = dict(title=dict(text=axis_titles[1]), zeroline=False)
+    if equal_aspect:
+        yaxis.update(scaleanchor="x", scaleratio=1)
+    return dict(
+        template=TEMPLATE,
+        height=HEIGHT,
+        autosize=True,
+        uirevision="concept-map",
+        title=dict(text=title, font=dict(size=14)),
+        # Top margin: the dashboard's chart label sits over the plot's top-left corner.
+        margin=dict(l=50, r=20, t=80 if title else 40, b=50),
+        legend=dict(orientation="v", x=1.02, y=1, font=dict(size=11)),
+        hovermode="closest",
+        xaxis=dict(title=dict(text=axis_titles[0]), zeroline=False),
+        yaxis=yaxis,
+    )
+
+
+def concept_map_figure(
+    points_2d,
+    sets: Sequence[str],
+    sides: Sequence[str],
+    steered_2d=None,
+    steered_index: Sequence[int] | np.ndarray | None = None,
+    r_e: float | None = None,
+    title: str = "",
+    hover_text: Sequence[str] | None = None,
+    axis_titles: tuple[str, str] = ("component 1", "component 2"),
+    equal_aspect: bool = True,
+    animation_frames: Mapping[float, np.ndarray] | None = None,
+) -> go.Figure:
+    """Scatter of ``points_2d`` ``[n, 2]``, one trace per (set, side), plus steered points.
+
+    ``steered_2d`` ``[m, 2]`` are the steered positions at ``r_e``; with ``steered_index`` (which
+    row of ``points_2d`` each one started from) they get their set's colour and an arrow from the
+    start. ``animation_frames`` (``{r: [m, 2]}``, e.g. from ``projection.project_frames``) adds
+    plotly frames and a slider that moves the steered trace client-side. ``equal_aspect`` keeps
+    one unit equally long on both axes, so PCA distances and arrow lengths read true.
+    """
+    points = _points(points_2d, "points_2d")
+    n_points = len(points)
+    if n_points == 0:
+        raise MapPlotError("No points to draw.")
+    sets = [str(s) for s in sets]
+    sides = ["" if s is None else str(s) for s in sides]
+    if len(sets) != n_points or len(sides) != n_points:
+        raise MapPlotError(f"sets ({len(sets)}) and sides ({len(sides)}) must label every one of {n_points} points.")
+    if hover_text is not None and len(hover_text) != n_points:
+        raise MapPlotError(f"hover_text has {len(hover_text)} entries for {n_points} points.")
+    if r_e is not None and not math.isfinite(float(r_e)):
+        raise MapPlotError(f"r_e must be finite; got {r_e!r}.")
+    # SVG scatter only: the dashboard ships plotly's basic bundle, which has no scattergl, and
+    # concept maps stay at a few thousand points at most.
+    scatter_type = "scatter"
+    traces = _point_traces(points, sets, sides, hover_text, scatter_type)
 
     index = None
     point_colors = None
-    if steered_2d is not None or animation_frames:
-        if steered_index is not None:
-            index = np.asarray(steered_index)
-            if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
-                raise MapPlotError("steered_index must be a 1-D sequence of integer row numbers.")
-            if index.size and (index.min() < 0 or index.max() >= n_points):
-                raise MapPlotError(f"steered_index must lie in [0, {n_points}).")
-            point_colors = [colors[sets[i]] for i in index.tolist()]
+    if (steered_2d is not None or animation_frames) and steered_index is not None:
+        index = _steered_rows(steered_index, n_points)
+        colors = set_colors(sets)
+        point_colors = [colors[sets[i]] for i in index.tolist()]
     if steered_2d is not None:
         steered = _points(steered_2d, "steered_2d")
         if index is not None and len(index) != len(steered):
             raise MapPlotError(f"steered_index has {len(index)} rows for {len(steered)} steered points.")
         traces.extend(_steered_traces(steered, points, index, point_colors, r_e, scatter_type))
 
-    layout = dict(
-        template=TEMPLATE,
-        height=HEIGHT,
-        autosize=True,
-        uirevision="concept-map",
-        title=dict(text=title, font=dict(size=14)),
-        margin=dict(l=50, r=20, t=50 if title else 30, b=50),
-        legend=dict(orientation="v", x=1.02, y=1, font=dict(size=11)),
-        hovermode="closest",
-        xaxis=dict(title=dict(text=axis_titles[0]), zeroline=False),
-        yaxis=dict(title=dict(text=axis_titles[1]), zeroline=False),
-    )
-    if equal_aspect:
-        layout["yaxis"]["scaleanchor"] = "x"
-        layout["yaxis"]["scaleratio"] = 1
+    layout = _map_layout(title, axis_titles, equal_aspect)
     frames = None
     if animation_frames:
         frames, layout = _with_animation(

@@ -13,10 +13,15 @@ from .diagnostics import (
 from .maps import MapPlotError, concept_map_figure, set_colors
 from .tradeoff import (
     PlotDataError,
+    baseline_values,
     behavior_figure,
+    coherence_figure,
+    fitted_range,
+    has_rows,
     helpfulness_figure,
     interpolate_at,
     marker_frames,
+    thin_labels,
     tradeoff_figure,
 )
 
@@ -24,11 +29,15 @@ __all__ = [
     "DiagnosticsPlotError",
     "MapPlotError",
     "PlotDataError",
+    "baseline_values",
     "behavior_figure",
+    "coherence_figure",
     "comparison_figure",
     "comparison_table",
     "concept_map_figure",
     "final_shift_figure",
+    "fitted_range",
+    "has_rows",
     "helpfulness_figure",
     "interpolate_at",
     "marker_frames",
@@ -37,5 +46,6 @@ __all__ = [
     "noise_histogram_figure",
     "separation_figure",
     "set_colors",
+    "thin_labels",
     "tradeoff_figure",
 ]

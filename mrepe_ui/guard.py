@@ -207,9 +207,9 @@ def gate_value(block, value):
         x = _number(value, where)
         lo, hi = getattr(block, "minimum", None), getattr(block, "maximum", None)
         if (lo is not None and x < lo) or (hi is not None and x > hi):
-            raise InputRefused(
-                f"{where}: must be between {lo if lo is not None else '−∞'} and {hi if hi is not None else '∞'}."
-            )
+            lo_s = "−∞" if lo is None else f"{lo:g}"
+            hi_s = "∞" if hi is None else f"{hi:g}"
+            raise InputRefused(f"{where}: must be between {lo_s} and {hi_s}.")
         return value
     if isinstance(block, gr.Checkbox):
         if not isinstance(value, bool):
@@ -382,9 +382,21 @@ def install_queue_guard(demo: gr.Blocks) -> None:
                 if limit_of(event.fn) is not None:
                     yield event, True
 
+    admission: list = []  # one asyncio.Lock, made in the server's event loop on first use
+
     async def push(body, request, username):
+        import asyncio
+
+        if not admission:
+            admission.append(asyncio.Lock())
+        async with admission[0]:  # counting and joining happen as one step
+            return await admit(body, request, username)
+
+    async def admit(body, request, username):
         fn = demo.fns.get(body.fn_index) if isinstance(body.fn_index, int) else None
-        if fn is not None and limit_of(fn) is not None:
+        if fn is None:
+            return False, "There is no such event on this page.", "error"
+        if limit_of(fn) is not None:
             session, address = body.session_hash, client_address(request)
             per_session, per_address = jobs_per_session(), jobs_per_address()
             mine = theirs = waiting = 0

@@ -919,7 +919,7 @@ def build_tradeoff_tab() -> None:
             elem_id="user-prompt",
         )
         max_tokens = gr.Slider(
-            8, min(128, limits().new_tokens), value=48, step=8, label="Max new tokens", scale=1, min_width=140
+            8, max(8, limits().new_tokens), value=48, step=8, label="Max new tokens", scale=1, min_width=140
         )
         generate_btn = gr.Button("Generate", variant="primary", scale=1, min_width=120, elem_id="generate")
     answer_note = gr.Markdown(answers0[5], elem_id="answer-note")

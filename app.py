@@ -96,7 +96,9 @@ def build_demo() -> gr.Blocks:
                 build_tradeoff_tab()
             for title, module_name, builder_name in OPTIONAL_TABS:
                 _optional_tab(title, module_name, builder_name)
-    demo.queue(default_concurrency_limit=1, max_size=guard.max_waiting())
+    # api_open=False: events that run in the queue cannot be called around it (POST /run/<name>),
+    # so the per-visitor limits below hold for every caller.
+    demo.queue(default_concurrency_limit=1, max_size=guard.max_waiting(), api_open=False)
     # Per-visitor job limits, and running requests cancelled when their visitor leaves.
     guard.install_queue_guard(demo)
     return demo
@@ -139,7 +141,8 @@ def main() -> None:
     from mrepe_core import projection
 
     # umap-learn costs ~20 s cold (numba); warm it while the user looks at the presets.
-    projection.warm_umap_in_background()
+    if os.environ.get("MREPE_WARM_UMAP", "1") != "0":
+        projection.warm_umap_in_background()
     if on_spaces():
         # Spaces: put the model on the GPU (if any) before serving, so requests never wait for it.
         warm_default_model()

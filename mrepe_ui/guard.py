@@ -480,6 +480,9 @@ def _event_problem(body: bytes) -> str | None:
         return "The request body must be a JSON object."
     if "data" in data and not isinstance(data["data"], list):
         return "'data' must be a list of input values."
+    session = data.get("session_hash")
+    if session is not None and (not isinstance(session, str) or len(session) > 128):
+        return "'session_hash' must be a short string."
     index = data.get("fn_index")
     if index is None or not _DEMO:
         return None
@@ -524,6 +527,10 @@ class BodyLimitMiddleware:
             return await _reply(
                 send, 400, f"The request nests data more than {MAX_DEPTH + 8} levels deep; send flat data."
             )
+        if _EVENT_ROUTES.search(path):
+            problem = _event_problem(body)
+            if problem:
+                return await _reply(send, 400, problem)
         sent = False
 
         async def replay():

@@ -210,24 +210,55 @@ def eval_pool_sizes() -> dict[str, int]:
 
 @dataclass(frozen=True)
 class Plan:
-    """What a sweep will compute, and how long it should take here."""
+    """What a sweep will compute, in (item, r_e) rows per task, and how long it should take here."""
 
-    behavior_rows: int
-    helpfulness_rows: int
+    rows_by_task: dict
     seconds: float | None
     basis: str  # where the seconds per row come from, in words
 
     @property
     def rows(self) -> int:
-        return self.behavior_rows + self.helpfulness_rows
+        return sum(self.rows_by_task.values())
+
+    @property
+    def behavior_rows(self) -> int:
+        return self.rows - self.rows_by_task.get("helpfulness", 0)
+
+    @property
+    def helpfulness_rows(self) -> int:
+        return self.rows_by_task.get("helpfulness", 0)
 
     @property
     def seconds_per_row(self) -> float | None:
         return self.seconds / self.rows if self.seconds and self.rows else None
 
 
+def coarse_points(n: int, stride: int = 4) -> int:
+    """How many coefficients of an n-point grid the engine's coarse pass covers (every
+    ``stride``-th, both ends and the one nearest 0)."""
+    if n <= 0:
+        return 0
+    return len(set(range(0, n, stride)) | {n - 1, (n - 1) // 2})
+
+
+def rows_by_task(mode: str, n_eval: int, n_questions: int, n_grid: int) -> dict[str, int]:
+    """The engine's rows per task (``plan.SweepPlan.n_rows``): answers generated on the grid (the
+    coarse part of it in ``proxy`` mode), the sequence proxy, helpfulness, the answers' coherence
+    and the prompting baseline; the next-token proxy and helpfulness alone in ``first_token`` mode."""
+    if mode == "first_token":
+        return {"behavior": n_eval * n_grid, "helpfulness": n_questions * n_grid}
+    generated = n_eval * (n_grid if mode == "generate" else coarse_points(n_grid))
+    return {
+        "behavior": generated,
+        "proxy": n_eval * n_grid,
+        "helpfulness": n_questions * n_grid,
+        "coherence": generated,
+        "baseline": 2 * n_eval + n_questions,
+    }
+
+
 def plan(config: SweepConfig, n_eval_available: int | None = None) -> Plan:
-    """Rows of a sweep (behaviour prompts and questions times grid points) and its estimated time."""
+    """Rows of a sweep and its estimated time on this machine."""
     steps = config.r_steps
     pool = n_eval_available if n_eval_available is not None else eval_pool_sizes().get(config.behavior, MAX_ITEMS)
     n_eval = min(config.n_eval, pool)
@@ -237,12 +268,13 @@ def plan(config: SweepConfig, n_eval_available: int | None = None) -> Plan:
         if config.n_questions_per_subject
         else 0
     )
+    rows = rows_by_task(config.behavior_mode, n_eval, n_q, steps)
     rates, basis = seconds_per_row(config.model, config.behavior_mode)
-    behavior_rows, help_rows = n_eval * steps, n_q * steps
     seconds = None
     if rates:
-        seconds = behavior_rows * rates["behavior"] + help_rows * rates["helpfulness"] + rates.get("fixed", 0.0)
-    return Plan(behavior_rows, help_rows, seconds, basis)
+        seconds = sum(n * rates.get(task, rates.get("behavior", 0.0)) for task, n in rows.items())
+        seconds += rates.get("fixed", 0.0)
+    return Plan(rows, seconds, basis)
 
 
 def check_plan(p: Plan) -> None:
@@ -278,12 +310,14 @@ def plan_markdown(p: Plan, note: str = "") -> str:
 # Seconds per row measured on this machine, per (model, behaviour mode): updated after every
 # sweep that ran (not one served from the cache), so estimates follow this machine's speed.
 _THROUGHPUT_LOCK = threading.Lock()
-# Rates of the default model on the development machine (README, "Measured"): 2-core CPU, fp32;
-# generation decodes ~24 tokens per row.
+# Seconds per row of the default model on the development machine (2-core CPU, fp32): next-token
+# proxy and cloze helpfulness from the default preset's timings (README, "Measured"), generation
+# (32 new tokens per row, batched) and the scoring passes measured with bench/concurrency.py's model.
+_RATES = {"behavior": 0.025, "proxy": 0.03, "helpfulness": 0.061, "coherence": 0.02, "baseline": 0.25, "fixed": 10.0}
 _FALLBACK = {
-    "first_token": {"behavior": 0.025, "helpfulness": 0.061, "fixed": 10.0},
-    "proxy": {"behavior": 0.05, "helpfulness": 0.061, "fixed": 10.0},
-    "generate": {"behavior": 0.35, "helpfulness": 0.061, "fixed": 10.0},
+    "first_token": _RATES,
+    "proxy": {**_RATES, "behavior": 0.25},
+    "generate": {**_RATES, "behavior": 0.25},
 }
 
 
@@ -304,9 +338,12 @@ def seconds_per_row(model: str, mode: str) -> tuple[dict | None, str]:
     data = _read_throughput()
     key = f"{model}|{mode}"
     entry = data.get(key)
-    if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in ("behavior", "helpfulness")):
-        return entry, f"Estimate from the last sweep of this model here ({entry['behavior']:.3g} s per behaviour row)."
     fallback = _FALLBACK.get(mode if mode in _FALLBACK else "first_token")
+    if isinstance(entry, dict) and isinstance(entry.get("behavior"), (int, float)):
+        measured = {k: float(v) for k, v in entry.items() if isinstance(v, (int, float)) and k != "when"}
+        return {**fallback, **measured}, (
+            f"Estimate from the last sweep of this model here ({measured['behavior']:.3g} s per behaviour row)."
+        )
     if model == DEFAULT_MODEL:
         return fallback, "Estimate from the default model on a 2-core CPU; the first sweep here measures this machine."
     return fallback, (
@@ -315,23 +352,28 @@ def seconds_per_row(model: str, mode: str) -> tuple[dict | None, str]:
 
 
 def record_throughput(config: SweepConfig, summary: dict) -> None:
-    """Remember this machine's seconds per row from a finished sweep's timings."""
-    t = (summary or {}).get("timings") or {}
-    steps = config.r_steps
-    n_beh, n_q = summary.get("n_behavior_prompts"), summary.get("n_questions")
+    """Remember this machine's seconds per row, per task, from a finished sweep's timings."""
+    summary = summary or {}
+    t = summary.get("timings") or {}
     try:
-        entry = {
-            "behavior": float(t["behavior_s"]) / max(int(n_beh) * steps, 1),
-            "helpfulness": float(t.get("helpfulness_s", 0.0)) / max(int(n_q or 0) * steps, 1)
-            if n_q
-            else _FALLBACK["first_token"]["helpfulness"],
-            "fixed": float(t.get("load_s", 0.0)) + float(t.get("extract_s", 0.0)) + float(t.get("diagnostics_s", 0.0)),
-            "when": time.time(),
-        }
-    except (KeyError, TypeError, ValueError):
+        rows = rows_by_task(
+            config.behavior_mode,
+            int(summary.get("n_behavior_prompts") or 0),
+            int(summary.get("n_questions") or 0),
+            config.r_steps,
+        )
+        seconds: dict[str, float] = {}
+        for key, value in t.items():
+            if key.endswith("_s") and key[:-2] not in ("load", "extract", "diagnostics", "total", "served_from_cache"):
+                task = "baseline" if key.startswith("baseline") else key[:-2]
+                seconds[task] = seconds.get(task, 0.0) + float(value)
+        entry = {task: seconds[task] / rows[task] for task in seconds if rows.get(task)}
+        entry["fixed"] = sum(float(t.get(k, 0.0)) for k in ("load_s", "extract_s", "diagnostics_s"))
+    except (TypeError, ValueError):
         return
-    if not all(math.isfinite(v) and v >= 0 for v in entry.values()):
+    if "behavior" not in entry or not all(math.isfinite(v) and v >= 0 for v in entry.values()):
         return
+    entry["when"] = time.time()
     with _THROUGHPUT_LOCK:
         data = _read_throughput()
         data[f"{config.model}|{config.behavior_mode}"] = entry

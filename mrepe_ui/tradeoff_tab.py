@@ -600,13 +600,24 @@ def run_sweep_stream(
         yield from _sweep(config, custom, session, cancel, label, progress, p)
 
 
+# Sweeps cancelled in this process, by what they compute: the engine keeps their finished batches
+# and a rerun with the same settings continues from them; this lets the status line say so.
+_CANCELLED: dict[str, int] = {}
+_MAX_CANCELLED = 256
+
+
+def _sweep_key(config, custom) -> str:
+    return json.dumps([config.to_dict(), getattr(custom, "data_hash", None)], sort_keys=True, default=str)
+
+
 def _sweep(config, custom, session, cancel, label, progress, plan):
     vector = loaded = None
-    resumed = None
-    t_measure = done_at_start = None
+    key = _sweep_key(config, custom)
+    resumed = _CANCELLED.get(key)
+    first = None  # (time, rows done) at the first progress event: the rate counts rows computed after it
     last_partial: SweepResult | None = None
     last_draw = 0.0
-    done = total = 0
+    done, total = 0, plan.rows
     try:
         if custom is not None:
             # Uploads: the texts are checked in tokens once the tokenizer is known, and the vector
@@ -631,31 +642,32 @@ def _sweep(config, custom, session, cancel, label, progress, plan):
             for event in events:
                 if event.kind == "stage":
                     progress(0.0, desc=event.message)
-                    if event.stage == "measure":
-                        done, total = event.done, event.total
-                        t_measure, done_at_start = time.perf_counter(), event.done
-                        if event.done:
-                            resumed = event.done
-                    yield _sweep_outputs(session, f"⏳ {event.message[:1].upper()}{event.message[1:]}…", charts=False)
+                    total = event.total or total
+                    done = max(done, event.done)
+                    line = _progress_line(done, total, first, resumed) if event.total else "⏳"
+                    yield _sweep_outputs(session, f"{line} · {event.message}", charts=False)
                 elif event.kind == "progress":
-                    done, total = event.done, event.total
-                    progress((event.done, event.total), desc="Sweeping r_e (coarse grid first)", unit="rows")
+                    done, total = event.done, event.total or total
+                    if first is None:
+                        first = (time.perf_counter(), done)
+                    progress((done, total), desc="Sweeping r_e (coarse grid first)", unit="rows")
                     if event.result is not None:
                         last_partial = event.result
                     if last_partial is not None and time.perf_counter() - last_draw >= PARTIAL_REDRAW_S:
                         last_draw = time.perf_counter()
                         session.show(last_partial, label)
-                        yield _sweep_outputs(session, _progress_line(done, total, t_measure, done_at_start, resumed))
+                        yield _sweep_outputs(session, _progress_line(done, total, first, resumed))
                 elif event.kind == "done":
                     result = event.result
                     session.show(result, label)
+                    _CANCELLED.pop(key, None)
                     if not result.from_cache:
                         inputs.record_throughput(config, result.summary)
                     took = result.summary.get("timings") or {}
                     status = (
                         f"✓ Done{' (from cache)' if result.from_cache else ''} in "
                         f"{fmt(took.get('total_s', took.get('served_from_cache_s')))} s"
-                        + (f", continuing from {resumed:,} rows of an earlier cancelled run" if resumed else "")
+                        + (f", continuing from the {resumed:,} rows of the cancelled run" if resumed else "")
                         + "."
                     )
                     yield _sweep_outputs(session, status, gr.update(value=None), f"*{label} (not a preset)*")
@@ -663,10 +675,14 @@ def _sweep(config, custom, session, cancel, label, progress, plan):
         finally:
             events.close()
     except (SweepCancelled, Cancelled):
+        if done:
+            _CANCELLED[key] = max(done, resumed or 0)
+            while len(_CANCELLED) > _MAX_CANCELLED:
+                _CANCELLED.pop(next(iter(_CANCELLED)))
         gr.Warning("Sweep cancelled; the partial curves stay on screen and a rerun with the same settings continues.")
         if last_partial is not None:
             session.show(last_partial, label + " (cancelled)")
-        where = f" after {done:,} of {total:,} rows" if total else ""
+        where = f" after {done:,} of {total:,} rows" if done else ""
         yield _sweep_outputs(
             session,
             f"✗ Cancelled{where}. Press Run sweep again with the same settings to continue from the finished batches.",
@@ -678,14 +694,14 @@ def _sweep(config, custom, session, cancel, label, progress, plan):
         cancel.set()  # no-op after a finished sweep
 
 
-def _progress_line(done: int, total: int, t0: float | None, done0: int | None, resumed: int | None) -> str:
+def _progress_line(done: int, total: int, first: tuple | None, resumed: int | None) -> str:
     share = 100 * done / max(total, 1)
     eta = ""
-    if t0 is not None and done0 is not None and done > done0:
-        rate = (done - done0) / max(time.perf_counter() - t0, 1e-6)
+    if first is not None and done > first[1]:
+        rate = (done - first[1]) / max(time.perf_counter() - first[0], 1e-6)
         eta = f" · {inputs.duration_text((total - done) / rate)} left"
-    again = f" · continued from {resumed:,} rows of the cancelled run" if resumed else ""
-    return f"⏳ {done:,}/{total:,} rows ({share:.0f}%){eta} · curves fill in coarse grid first, then refine{again}"
+    again = f" · continuing from the {resumed:,} rows of the cancelled run" if resumed else ""
+    return f"⏳ {done:,}/{total:,} rows ({share:.0f}%){eta}{again}"
 
 
 def cancel_sweep(session: TradeoffSession | None):

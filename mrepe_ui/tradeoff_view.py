@@ -114,7 +114,9 @@ def fits_for(result: SweepResult | None) -> Fits:
     else:
         try:
             n_choices = int(summary.get("n_choices") or N_CHOICES)
-            fits = _fits_from_tradeoff(fit_tradeoff(result.aggregates, n_choices=n_choices))
+            fits = _fits_from_tradeoff(
+                fit_tradeoff(result.aggregates, n_choices=n_choices, behavior_metric=behavior_metric(result))
+            )
         except Exception:  # a result too odd to fit: show its curves without fits
             fits = fits_from_summary(summary)
     try:
@@ -186,6 +188,20 @@ def layer_text(layers) -> str:
     return ", ".join(str(x) for x in layers)
 
 
+def behavior_metric(result: SweepResult | None) -> str:
+    """The headline B of a result: from the answers, or the proxy when only the proxy covers the grid."""
+    if result is None:
+        return "behavior_expectation"
+    metric = (result.summary or {}).get("behavior_metric")
+    if metric and has_rows(result.aggregates, "behavior", metric):
+        return metric
+    if not has_rows(result.aggregates, "behavior", "behavior_expectation") and has_rows(
+        result.aggregates, "behavior", "behavior_proxy"
+    ):
+        return "behavior_proxy"
+    return "behavior_expectation"
+
+
 def build_figures(
     result: SweepResult | None,
     fits: Fits,
@@ -200,6 +216,7 @@ def build_figures(
         msg = "No results yet: pick a preset or run a sweep."
         return [message_figure(msg) for _ in CHART_IDS]
     agg = result.aggregates
+    b_metric = behavior_metric(result)
     head = chart_title(result) if title else None
 
     def titled(what: str) -> str | None:
@@ -208,7 +225,13 @@ def build_figures(
     builders = (
         (
             lambda: behavior_figure(
-                agg, fits.alignment, r_e, grid, no_fit=fits.alignment_problem, title=titled("Behaviour B")
+                agg,
+                fits.alignment,
+                r_e,
+                grid,
+                no_fit=fits.alignment_problem,
+                title=titled("Behaviour B"),
+                metric=b_metric,
             ),
             "No behaviour rows in this result.",
         ),
@@ -237,6 +260,7 @@ def build_figures(
                 n_choices=N_CHOICES,
                 no_regime=fits.no_regime,
                 title=titled("Trade-off"),
+                behavior_metric=b_metric,
             ),
             "The trade-off needs both behaviour and helpfulness rows.",
         ),
@@ -310,7 +334,7 @@ def _curve(result: SweepResult, task: str, metric: str, subject: str | None = No
 
 def _readout_curves(result: SweepResult):
     return (
-        _curve(result, "behavior", "behavior_expectation"),
+        _curve(result, "behavior", behavior_metric(result)),
         _curve(result, "helpfulness", "helpfulness", "mean"),
         _curve(result, "coherence", "coherent", "mean"),
         r_range(result),

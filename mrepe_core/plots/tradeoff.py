@@ -410,12 +410,14 @@ def behavior_figure(
     marker_grid: Sequence[float] | None = None,
     no_fit: str | None = None,
     title: str | None = None,
+    metric: str = "behavior_expectation",
 ) -> go.Figure:
     """Measured behaviour expectation B vs r_e (one curve per behaviour), the sequence proxy when
-    measured, Theorem 1 fit (or ``no_fit`` in words), the prompting baseline, current-r_e marker."""
+    measured, Theorem 1 fit (or ``no_fit`` in words), the prompting baseline, current-r_e marker.
+    ``metric`` is the headline B (``behavior_proxy`` when a sweep measured B with the proxy only)."""
     marker_r_e = _check_marker(marker_r_e)
     agg = _check_agg(agg)
-    curves = _curves(agg, "behavior", "behavior_expectation")
+    curves = _curves(agg, "behavior", metric)
     traces: list[dict] = []
     span_values: list = []
     for k, (subject, (r, v, e)) in enumerate(curves.items()):
@@ -433,17 +435,19 @@ def behavior_figure(
             )
         )
         span_values += [v - e, v + e]
-    if has_rows(agg, "behavior", "behavior_proxy"):
-        for subject, (r, v, _) in _curves(agg, "behavior", "behavior_proxy").items():
+    second = "behavior_proxy" if metric == "behavior_expectation" else "behavior_expectation"
+    if has_rows(agg, "behavior", second):
+        for subject, (r, v, _) in _curves(agg, "behavior", second).items():
+            name = "sequence proxy" if second == "behavior_proxy" else "B from answers (coarse grid)"
             traces.append(
                 dict(
                     type="scatter",
                     x=r,
                     y=v,
                     mode="lines",
-                    name="sequence proxy" if len(curves) == 1 else f"sequence proxy ({subject})",
+                    name=name if len(curves) == 1 else f"{name} ({subject})",
                     line=dict(color=COLORS["proxy"], width=1.5, dash="dash"),
-                    hovertemplate="r_e = %{x:.3g}<br>proxy = %{y:.3f}<extra>" + subject + "</extra>",
+                    hovertemplate="r_e = %{x:.3g}<br>" + name + " = %{y:.3f}<extra>" + subject + "</extra>",
                 )
             )
             span_values.append(v)
@@ -645,8 +649,8 @@ def coherence_figure(
     return _figure(traces, "coherence", R_AXIS_TITLE, C_AXIS_TITLE, y_range=y_range, meta=meta, title=title)
 
 
-def _paired_curve(agg: pd.DataFrame, behavior: str | None, metric: str):
-    bcurves = _curves(agg, "behavior", "behavior_expectation")
+def _paired_curve(agg: pd.DataFrame, behavior: str | None, metric: str, b_metric: str = "behavior_expectation"):
+    bcurves = _curves(agg, "behavior", b_metric)
     behaviors = list(bcurves)
     if behavior is None:
         if len(behaviors) > 1:
@@ -727,6 +731,7 @@ def tradeoff_figure(
     n_choices: int | None = 4,
     no_regime: str | None = None,
     title: str | None = None,
+    behavior_metric: str = "behavior_expectation",
 ) -> go.Figure:
     """Mean helpfulness (y) against behaviour expectation (x), one point per r_e, labelled by r_e
     (thinned so no two labels overlap; every point names its r_e on hover), the efficient regime
@@ -734,7 +739,7 @@ def tradeoff_figure(
     the prompting baseline and the marker at the current r_e (interpolated on both curves)."""
     marker_r_e = _check_marker(marker_r_e)
     agg = _check_agg(agg)
-    r, b, h, behavior = _paired_curve(agg, behavior, metric)
+    r, b, h, behavior = _paired_curve(agg, behavior, metric, behavior_metric)
     y_title = P_AXIS_TITLE if metric == "helpfulness" else metric
     base = baseline_values(agg)
     base_b, base_h = base.get("behavior_expectation"), base.get("helpfulness") if metric == "helpfulness" else None

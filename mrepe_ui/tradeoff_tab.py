@@ -17,6 +17,7 @@ import os
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -338,10 +339,62 @@ def _load(spec: str, device: str = "auto", dtype: str = "auto"):
     return load_model(spec, device=device, dtype=dtype)
 
 
+# Greedy answers are a function of (model, vector, layers, prompt, r_e, budget): the ones already
+# written are served again without the model. A visitor moving the slider over their own prompt
+# needs only the steered row each time (the unsteered answer does not change), and an audience
+# asking the demo's prompt at the same r_e is answered at once.
+_ANSWERS: OrderedDict[tuple, str] = OrderedDict()
+_ANSWERS_LOCK = threading.Lock()
+MAX_CACHED_ANSWERS = 2048
+
+
+def _vector_key(vector) -> str:
+    key = getattr(vector, "_mrepe_key", None)
+    if key is None:
+        import hashlib
+
+        blob = vector.directions.detach().float().cpu().numpy().tobytes() + json.dumps(list(vector.layers)).encode()
+        key = hashlib.sha256(blob).hexdigest()[:20]
+        try:
+            vector._mrepe_key = key
+        except AttributeError:
+            pass
+    return key
+
+
+def _answer_key(loaded, vector, layers, text: str, r: float, n: int) -> tuple:
+    model = (loaded.fingerprint, str(loaded.dtype), str(loaded.device))
+    if r == 0.0:  # r_e = 0 adds nothing: the unsteered answer, whatever the vector
+        return (model, None, None, text, 0.0, n)
+    return (model, _vector_key(vector), tuple(int(x) for x in layers), text, float(r), n)
+
+
+def answer_pair(loaded, vector, layers, text: str, r: float, n: int, cancel=None) -> tuple[str, str]:
+    """(unsteered, steered) answers to a rendered prompt: from the cache where written before, the
+    rest decoded by the batcher together with other visitors' requests."""
+    keys = [_answer_key(loaded, vector, layers, text, 0.0, n), _answer_key(loaded, vector, layers, text, r, n)]
+    with _ANSWERS_LOCK:
+        known = [_ANSWERS.get(k) for k in keys]
+    missing = [i for i, k in enumerate(keys) if known[i] is None and (i == 0 or keys[1] != keys[0])]
+    if missing:
+        coefficients = [0.0 if i == 0 else r for i in missing]
+        outs = BATCHER.generate(loaded, [text] * len(missing), vector, layers, coefficients, n, cancel=cancel)
+        with _ANSWERS_LOCK:
+            for i, out in zip(missing, outs):
+                known[i] = out
+                _ANSWERS[keys[i]] = out
+            while len(_ANSWERS) > MAX_CACHED_ANSWERS:
+                _ANSWERS.popitem(last=False)
+    if known[1] is None:  # r_e = 0: the steered answer is the unsteered one
+        known[1] = known[0]
+    return known[0], known[1]
+
+
 def generate(prompt, r_e, max_new_tokens, session: TradeoffSession | None, request: gr.Request = None):
     """API ``/generate``: (unsteered answer, answer steered with r_e) to the visitor's prompt, from
     the vector on screen. Requests of many visitors are decoded together (``serving.BATCHER``);
-    the request is dropped if the visitor leaves before it runs."""
+    answers written before are served from a cache; the request is dropped if the visitor leaves
+    before it runs."""
     session = _session(session)
     result = session.result
     if result is None or result.vector is None:
@@ -355,9 +408,7 @@ def generate(prompt, r_e, max_new_tokens, session: TradeoffSession | None, reque
     text = inputs.prompt_text(text, loaded.tokenizer)
     rendered = prompts.render_chat(loaded.tokenizer, text)
     with session_cancel(request) as cancel:
-        unsteered, steered = BATCHER.generate(
-            loaded, [rendered, rendered], result.vector, layers, [0.0, r], n_tokens, cancel=cancel
-        )
+        unsteered, steered = answer_pair(loaded, result.vector, layers, rendered, r, n_tokens, cancel=cancel)
     session.own = {"prompt": text, "unsteered": unsteered, "steered": steered, "r_e": r}
     session.item = None
     return unsteered, steered
@@ -644,8 +695,11 @@ def _sweep(config, custom, session, cancel, label, progress, plan):
                     progress(0.0, desc=event.message)
                     total = event.total or total
                     done = max(done, event.done)
-                    line = _progress_line(done, total, first, resumed) if event.total else "⏳"
-                    yield _sweep_outputs(session, f"{line} · {event.message}", charts=False)
+                    message = f"{event.message[:1].upper()}{event.message[1:]}…"
+                    line = (
+                        f"{_progress_line(done, total, first, resumed)} · {message}" if event.total else f"⏳ {message}"
+                    )
+                    yield _sweep_outputs(session, line, charts=False)
                 elif event.kind == "progress":
                     done, total = event.done, event.total or total
                     if first is None:

@@ -256,6 +256,7 @@ def test_one_visitor_cannot_fill_the_queue(server, monkeypatch):
     demo, url = server
     gated = GatedBatcher()
     monkeypatch.setattr(tt, "BATCHER", gated)
+    monkeypatch.setattr(tt, "_ANSWERS", tt.OrderedDict())  # every call must reach the (gated) batcher
     greedy, other = Client(url, verbose=False), Client(url, verbose=False)
     greedy.predict("demo-tiny", api_name="/load_preset")
     jobs = [greedy.submit(PROMPT, 1.0, 8, api_name="/generate") for _ in range(20)]
@@ -397,3 +398,28 @@ def test_four_spellings_of_one_model_folder_load_one_copy(tiny_model_dir):
     for s in spellings:
         first, last, info = tt.inspect_model(s, 0, 3)
         assert "4 decoder layers" in info
+
+
+def test_answers_written_before_are_not_decoded_again(monkeypatch, tiny_model_dir, tiny_vector):
+    """Moving the slider over one's own prompt decodes only the steered row; repeating a request
+    decodes nothing; the answers are those of serial generation."""
+    rows: list[int] = []
+    real = tt.BATCHER
+
+    class Counting:
+        max_rows = real.max_rows
+
+        def generate(self, loaded, texts, *args, **kwargs):
+            rows.append(len(texts))
+            return real.generate(loaded, texts, *args, **kwargs)
+
+    monkeypatch.setattr(tt, "BATCHER", Counting())
+    monkeypatch.setattr(tt, "_ANSWERS", tt.OrderedDict())
+    session = tt.open_preset("demo-tiny", None)
+    first = tt.generate("A brand new prompt about lakes.", 2.0, 8, session)
+    again = tt.generate("A brand new prompt about lakes.", 2.0, 8, session)
+    moved = tt.generate("A brand new prompt about lakes.", -3.0, 8, session)
+    zero = tt.generate("A brand new prompt about lakes.", 0.0, 8, session)
+    assert rows == [2, 1]  # both rows, nothing, the steered row only, nothing (r_e = 0 is unsteered)
+    assert first == again and moved[0] == first[0] and zero == (first[0], first[0])
+    assert list(moved) == serial_answers(tiny_model_dir, tiny_vector, "A brand new prompt about lakes.", -3.0, 8)

@@ -857,7 +857,12 @@ def export_charts(session: TradeoffSession | None) -> list[str]:
         names = [out / f"{name}.png" for name in CHART_NAMES]
         try:
             pio.write_images(list(figs), names, width=900, height=440, scale=2)
-            files.extend(str(p) for p in names)
+            for fig, name in zip(figs, names):  # one at a time where the batch call left a file out
+                if not name.is_file():
+                    pio.write_image(fig, name, width=900, height=440, scale=2)
+            files.extend(str(p) for p in names if p.is_file())
+            if len(files) == 1:
+                reason = "kaleido wrote no image"
         except Exception as exc:  # kaleido failing to drive the browser is an environment problem
             log.warning("PNG export failed: %s", type(exc).__name__)
             reason = f"kaleido could not render ({type(exc).__name__})"

@@ -15,7 +15,7 @@ Input ``agg`` is the tidy aggregate table of a sweep (``SweepResult.aggregates``
 Axes are fitted to what is drawn (error bars, fits, baseline, the chance line 1/N on the
 helpfulness axes), so a curve that moves by 0.04 does not look flat on a 0-1 axis. The trade-off
 chart's r_e labels are thinned so that no two overlap (``thin_labels``). A fit or a regime that
-must not be shown as numbers is drawn as words (``no_fit`` / ``no_regime`` arguments).
+must not be shown as numbers is a legend entry in words (``no_fit`` / ``no_regime`` arguments).
 
 Marker frames
 -------------
@@ -250,35 +250,22 @@ def fitted_range(
     return [float(lo), float(hi)]
 
 
-def _note(text: str, y: float = 0.98) -> dict:
-    """A plain-words annotation in the top-left corner of the plot area (e.g. "no fit: ...")."""
+def _words(text: str, color: str = "#8a5a00") -> dict:
+    """A legend entry that says something in words (no data): "no fit" and why, "no efficient
+    regime". In the legend it never covers the data, whatever its shape."""
+    short = " ".join(str(text).split())
+    if len(short) > 70:
+        short = short[:69].rstrip() + "…"
     return dict(
-        text=text,
-        x=0.01,
-        y=y,
-        xref="paper",
-        yref="paper",
-        xanchor="left",
-        yanchor="top",
-        showarrow=False,
-        align="left",
-        font=dict(size=10, color="#8a5a00"),
-        bgcolor="rgba(255,248,230,0.85)",
+        type="scatter",
+        x=[None],
+        y=[None],
+        mode="lines",
+        name=short,
+        line=dict(color=color, width=1, dash="dot"),
+        hoverinfo="skip",
+        showlegend=True,
     )
-
-
-def _wrap(text: str, width: int = 62) -> str:
-    """Plotly annotations do not wrap: break a sentence at spaces into lines of ~``width`` characters."""
-    words, lines, line = str(text).split(), [], ""
-    for w in words:
-        if line and len(line) + 1 + len(w) > width:
-            lines.append(line)
-            line = w
-        else:
-            line = f"{line} {w}".strip()
-    if line:
-        lines.append(line)
-    return "<br>".join(lines[:4]) + ("…" if len(lines) > 4 else "")
 
 
 def _figure(
@@ -289,7 +276,6 @@ def _figure(
     x_range=None,
     y_range=None,
     meta: dict | None = None,
-    notes: Sequence[str] = (),
     title: str | None = None,
 ) -> go.Figure:
     """Assemble the figure without plotly's per-property validation.
@@ -315,8 +301,6 @@ def _figure(
         layout["xaxis"]["range"] = list(x_range)
     if y_range is not None:
         layout["yaxis"]["range"] = list(y_range)
-    if notes:
-        layout["annotations"] = [_note(_wrap(n), y=0.98 - 0.16 * k) for k, n in enumerate(notes)]
     if meta is not None:
         layout["meta"] = meta
     return go.Figure(data=traces, layout=layout, _validate=False)
@@ -461,11 +445,16 @@ def behavior_figure(
                 y=predicted,
                 mode="lines",
                 line=dict(color=COLORS["fit"], width=2, dash="dot"),
-                name=f"Theorem 1 fit: Δλ={_fmt(fit.delta_lambda)}, B0={_fmt(fit.b0)}, R²={_fmt(fit.r2)}",
-                hovertemplate="r_e = %{x:.3g}<br>fit B = %{y:.3f}<extra></extra>",
+                name=f"Theorem 1 fit, R²={_fmt(fit.r2)}",
+                hovertemplate=(
+                    f"r_e = %{{x:.3g}}<br>fit B = %{{y:.3f}}<br>Δλ={_fmt(fit.delta_lambda)}, B0={_fmt(fit.b0)}, "
+                    f"R²={_fmt(fit.r2)}<extra></extra>"
+                ),
             )
         )
         span_values.append(predicted)
+    elif no_fit:
+        traces.append(_words(f"Theorem 1: no fit ({no_fit})"))
     base = baseline_values(agg).get("behavior_expectation")
     if base is not None:
         traces.append(_baseline_trace(0.0, base, "B", BASELINE_HOVER))
@@ -477,8 +466,7 @@ def behavior_figure(
     if marker_r_e is not None:
         traces.extend(marker_at(marker_r_e))
     meta = _marker_meta(len(traces), marker_at, marker_grid) if marker_r_e is not None else None
-    notes = [f"Theorem 1: no fit ({no_fit})"] if fit is None and no_fit else []
-    return _figure(traces, "behavior", R_AXIS_TITLE, B_AXIS_TITLE, y_range=y_range, meta=meta, notes=notes, title=title)
+    return _figure(traces, "behavior", R_AXIS_TITLE, B_AXIS_TITLE, y_range=y_range, meta=meta, title=title)
 
 
 def helpfulness_figure(
@@ -572,13 +560,15 @@ def helpfulness_figure(
                 y=predicted,
                 mode="lines",
                 line=dict(color=COLORS["fit"], width=2, dash="dash"),
-                name=f"Theorem 2 fit: P0={_fmt(fit.p0)}, λσβ={_fmt(fit.lambda_sigma_beta)}, R²={_fmt(fit.r2)}",
+                name=f"Theorem 2 fit, R²={_fmt(fit.r2)}",
                 hovertemplate=(
                     f"r_e = %{{x:.3g}}<br>fit = %{{y:.3f}}<br>P0={_fmt(fit.p0)}, α={_fmt(fit.alpha)} (held), "
-                    f"λσβ={_fmt(fit.lambda_sigma_beta)}<extra></extra>"
+                    f"λσβ={_fmt(fit.lambda_sigma_beta)}, R²={_fmt(fit.r2)}<extra></extra>"
                 ),
             )
         )
+    elif no_fit:
+        traces.append(_words(f"Theorem 2: no fit ({no_fit})"))
     base = baseline_values(agg).get(metric if metric == "helpfulness" else "")
     if base is not None:
         include.append(base)
@@ -591,8 +581,7 @@ def helpfulness_figure(
     if marker_r_e is not None:
         traces.extend(marker_at(marker_r_e))
     meta = _marker_meta(len(traces), marker_at, marker_grid) if marker_r_e is not None else None
-    notes = [f"Theorem 2: no fit ({no_fit})"] if fit is None and no_fit else []
-    return _figure(traces, "helpfulness", R_AXIS_TITLE, y_title, y_range=y_range, meta=meta, notes=notes, title=title)
+    return _figure(traces, "helpfulness", R_AXIS_TITLE, y_title, y_range=y_range, meta=meta, title=title)
 
 
 def coherence_figure(
@@ -695,27 +684,44 @@ def thin_labels(
     area_px: tuple[float, float] = LABEL_AREA_PX,
     font_px: int = LABEL_FONT_PX,
     order: Sequence[int] | None = None,
+    n_free: int = 0,
 ) -> list[str]:
-    """Keep the labels (drawn centred above their points) whose boxes do not overlap one kept
-    before them, in ``order``; the others become "". Boxes are estimated for a plot area of
-    ``area_px`` (width, height) pixels and a ``font_px`` font (0.62 em per character)."""
+    """Keep the labels (drawn centred above their points) whose boxes overlap no label kept before
+    them (in ``order``), no other point and stay inside the plot area; the others become "". The
+    first ``n_free`` labels of ``order`` (r_e = 0 and the ends) only have to miss other labels.
+    Boxes are estimated for a plot area of ``area_px`` (width, height) pixels and a ``font_px`` font
+    (0.62 em per character); points are 8 px squares."""
     n = len(texts)
     w_px, h_px = area_px
     (x0, x1), (y0, y1) = x_range, y_range
     sx = w_px / (x1 - x0) if x1 > x0 else 0.0
     sy = h_px / (y1 - y0) if y1 > y0 else 0.0
+    px = [(float(a) - x0) * sx for a in x]
+    py = [(float(b) - y0) * sy for b in y]
     boxes: list[tuple[float, float, float, float]] = []
     kept = [""] * n
     char_w, line_h, gap = 0.62 * font_px, 1.25 * font_px, 2.0
-    for i in order if order is not None else range(n):
-        xi, yi = float(x[i]), float(y[i])
-        if not texts[i] or not (math.isfinite(xi) and math.isfinite(yi)):
+
+    def hits(box, other) -> bool:
+        return box[0] < other[1] and other[0] < box[1] and box[2] < other[3] and other[2] < box[3]
+
+    for rank, i in enumerate(order if order is not None else range(n)):
+        if not texts[i] or not (math.isfinite(px[i]) and math.isfinite(py[i])):
             continue
-        px, py = (xi - x0) * sx, (yi - y0) * sy
         half = len(texts[i]) * char_w / 2.0
-        box = (px - half - gap, px + half + gap, py + 3.0, py + 3.0 + line_h + gap)
-        if any(box[0] < b[1] and b[0] < box[1] and box[2] < b[3] and b[2] < box[3] for b in boxes):
+        box = (px[i] - half - gap, px[i] + half + gap, py[i] + 4.0, py[i] + 4.0 + line_h + gap)
+        if any(hits(box, b) for b in boxes):
             continue
+        if rank >= n_free:
+            if box[0] < 0 or box[1] > w_px or box[3] > h_px + line_h:
+                continue
+            points = (
+                (px[j] - 4, px[j] + 4, py[j] - 4, py[j] + 4)
+                for j in range(n)
+                if j != i and math.isfinite(px[j]) and math.isfinite(py[j])
+            )
+            if any(hits(box, p) for p in points):
+                continue
         boxes.append(box)
         kept[i] = texts[i]
     return kept
@@ -756,8 +762,8 @@ def tradeoff_figure(
         min_span=0.04,
         bounds=(0.0, 1.02),
     )
-    order = _label_order(r, [regime.best_r_e] if regime is not None else ())
-    labels = thin_labels(b, h, [f"{x:g}" for x in r], x_range, y_range, order=order)
+    order = _label_order(r)
+    labels = thin_labels(b, h, [f"{x:g}" for x in r], x_range, y_range, order=order, n_free=3)
     traces: list[dict] = [
         dict(
             type="scatter",
@@ -768,6 +774,7 @@ def tradeoff_figure(
             text=labels,
             textposition="top center",
             textfont=dict(size=LABEL_FONT_PX, color="#444"),
+            cliponaxis=False,
             line=dict(color=COLORS["measured"], width=1.5),
             marker=dict(size=6),
             customdata=r,
@@ -806,6 +813,8 @@ def tradeoff_figure(
                 hovertemplate="r_e = %{customdata:.3g}<extra>efficient regime</extra>",
             )
         )
+    elif no_regime:
+        traces.append(_words(no_regime[:1].upper() + no_regime[1:]))
     if base_b is not None and base_h is not None:
         traces.append(
             dict(
@@ -838,7 +847,6 @@ def tradeoff_figure(
     if marker_r_e is not None:
         traces.extend(marker_at(marker_r_e))
     meta = _marker_meta(len(traces), marker_at, marker_grid) if marker_r_e is not None else None
-    notes = [no_regime[:1].upper() + no_regime[1:]] if regime is None and no_regime else []
     return _figure(
         traces,
         "tradeoff",
@@ -847,6 +855,5 @@ def tradeoff_figure(
         x_range=x_range,
         y_range=y_range,
         meta=meta,
-        notes=notes,
         title=title,
     )

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import socket
 import statistics
 import sys
@@ -284,9 +283,6 @@ def demo_presets(tmp_path_factory, tiny_model_dir):
 
     d = tmp_path_factory.mktemp("browser-presets")
     write_preset(d, synthetic_result(model=str(tiny_model_dir), n_prompts=8, name="demo"), "demo")
-    for p in (ROOT / "presets").glob("*.yaml"):  # the real presets too, as on the Space
-        shutil.copy(p, d / p.name)
-        shutil.copytree(ROOT / "presets" / p.stem, d / p.stem)
     return d
 
 
@@ -417,7 +413,7 @@ def test_picking_another_prompt_shows_its_answers(demo_url, browser):
     page.close()
 
 
-def test_charts_are_readable(demo_url, browser, tmp_path):
+def test_charts_are_readable(demo_url, app_url, browser, tmp_path):
     """Screenshots of each chart (look at them): fitted axes, baseline stars, no overlapping labels."""
     out = shots_dir(tmp_path)
     page = browser.new_page(viewport={"width": 1440, "height": 900})
@@ -444,8 +440,10 @@ def test_charts_are_readable(demo_url, browser, tmp_path):
         for b in boxes[i + 1 :]:
             overlap = a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
             assert not overlap, f"labels {a[4]!r} and {b[4]!r} overlap"
-    open_preset(page, "harmless-smollm2")
+    page.goto(app_url)  # the shipped preset: no answers, no coherence yet
+    page.wait_for_function(bench.charts_rendered_js(), timeout=60000)
     page.wait_for_timeout(1500)
+    page.screenshot(path=str(out / "first-screen-harmless-smollm2.png"))
     page.screenshot(path=str(out / "full-page-harmless-smollm2.png"), full_page=True)
     page.locator("#helpfulness-plot").screenshot(path=str(out / "chart-helpfulness-harmless.png"))
     page.locator("#tradeoff-plot").screenshot(path=str(out / "chart-tradeoff-harmless.png"))

@@ -99,7 +99,7 @@ def test_behavior_figure(agg, fits):
     fig = behavior_figure(agg, align, marker_r_e=1.5)
     names = [t.name for t in fig.data]
     assert names[0] == "measured B"
-    assert names[1].startswith("Theorem 1 fit") and "Δλ=" in names[1] and "R²=" in names[1]
+    assert names[1].startswith("Theorem 1 fit") and "R²=" in names[1] and "Δλ=" in fig.data[1].hovertemplate
     assert names[-2:] == [MARKER_LINE_NAME, MARKER_NAME]  # marker last
     rb, b = curve(agg, "behavior", "behavior_expectation", "harmless")
     np.testing.assert_allclose(fig.data[0].y, b)
@@ -140,7 +140,7 @@ def test_helpfulness_figure(agg, fits):
     chance = next(t for t in fig.data if t.name.startswith("chance"))
     assert set(chance.y) == {0.25}
     fit_trace = next(t for t in fig.data if t.name.startswith("Theorem 2 fit"))
-    assert all(k in fit_trace.name for k in ("P0=", "λσβ=", "R²=")) and "α=" in fit_trace.hovertemplate
+    assert "R²=" in fit_trace.name and all(k in fit_trace.hovertemplate for k in ("P0=", "α=", "λσβ="))
     assert names[-1] == MARKER_NAME
     rm, m = curve(agg, "helpfulness", "helpfulness", "mean")
     assert fig.data[-1].y[0] == pytest.approx(np.interp(-2.5, rm, m))
@@ -251,8 +251,11 @@ def test_tradeoff_labels_never_overlap_where_points_crowd():
 def test_thin_labels_keeps_the_first_in_order_and_drops_overlaps():
     x = [0.0, 0.001, 0.5, 1.0]
     y = [0.0, 0.0, 0.5, 1.0]
-    kept = thin_labels(x, y, ["a", "b", "c", "d"], (0, 1), (0, 1), order=[1, 0, 2, 3])
+    kept = thin_labels(x, y, ["a", "b", "c", "d"], (0, 1), (0, 1), order=[1, 0, 2, 3], n_free=4)
     assert kept == ["", "b", "c", "d"]
+    # Past the first n_free, a label must also miss the other points and stay inside the plot.
+    kept = thin_labels([0.5, 0.5], [0.5, 0.53], ["low", "high"], (0, 1), (0, 1), order=[1, 0], n_free=1)
+    assert kept == ["", "high"]
     assert thin_labels([0.0], [float("nan")], ["a"], (0, 1), (0, 1)) == [""]
 
 
@@ -378,16 +381,20 @@ def test_proxy_is_drawn_beside_the_generated_b():
 
 
 def test_no_fit_and_no_regime_are_words_not_numbers(agg):
+    """A fit that must not be shown as numbers is a legend entry in words (it never covers the data)."""
     fig = behavior_figure(agg, None, no_fit="R² = 0.28 < 0.5: the bound's shape does not describe the points")
-    notes = [a.text for a in fig.layout.annotations]
-    assert (
-        notes and notes[0].startswith("Theorem 1: no fit") and not any(t.name.startswith("Theorem") for t in fig.data)
-    )
+    words = [t for t in fig.data if t.name.startswith("Theorem 1: no fit")]
+    assert len(words) == 1 and list(words[0].x) == [None] and words[0].showlegend
+    assert not any(t.name.startswith("Theorem 1 fit") for t in fig.data)
     fig = helpfulness_figure(agg, None, no_fit="not fitted")
-    assert fig.layout.annotations[0].text.startswith("Theorem 2: no fit")
+    assert any(t.name == "Theorem 2: no fit (not fitted)" for t in fig.data)
     fig = tradeoff_figure(agg, None, no_regime="no efficient regime: B does not change with r_e.")
-    assert fig.layout.annotations[0].text.startswith("No efficient regime")
+    assert any(t.name.startswith("No efficient regime: B does not change") for t in fig.data)
     assert not any(t.name.startswith("efficient regime") for t in fig.data)
+    assert fig.data[-1].name == MARKER_NAME or fig.data[-1].name.startswith("No efficient")
+    long = behavior_figure(agg, None, no_fit="x" * 500)
+    assert max(len(t.name) for t in long.data) <= 70
+    assert_valid_plotly(long)
 
 
 def test_titles_name_model_behaviour_and_layers(agg):

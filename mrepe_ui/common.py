@@ -29,7 +29,7 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PLOTLY_JS = STATIC_DIR / "plotly-basic.min.js"
 MREPE_JS = STATIC_DIR / "mrepe.js"
-CHART_HEIGHT = 330
+CHART_HEIGHT = 360
 
 
 class UploadError(ValueError):

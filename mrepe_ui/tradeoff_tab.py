@@ -52,6 +52,7 @@ from .common import (
 from .guard import session_cancel
 from .tradeoff_inputs import CUSTOM, UPLOAD_SUFFIXES, parse_upload
 from .tradeoff_view import (
+    CHART_HEIGHT,
     CHART_IDS,
     CHART_NAMES,
     Fits,
@@ -1002,11 +1003,13 @@ def build_tradeoff_tab() -> None:
     # --- Charts -----------------------------------------------------------------------------
     charts0 = chart_values(initial.result, initial.fits, initial.r_e)
     with gr.Row():
-        behavior_plot = plotly_chart(label="Behaviour B vs r_e", elem_id=CHART_IDS[0])
-        helpfulness_plot = plotly_chart(label="Helpfulness vs r_e", elem_id=CHART_IDS[1])
-        coherence_plot = plotly_chart(label="Coherence vs r_e", elem_id=CHART_IDS[2])
+        behavior_plot = plotly_chart(label="Behaviour B vs r_e", elem_id=CHART_IDS[0], height=CHART_HEIGHT)
+        helpfulness_plot = plotly_chart(label="Helpfulness vs r_e", elem_id=CHART_IDS[1], height=CHART_HEIGHT)
+        coherence_plot = plotly_chart(label="Coherence vs r_e", elem_id=CHART_IDS[2], height=CHART_HEIGHT)
     with gr.Row():
-        tradeoff_plot = plotly_chart(label="Trade-off: helpfulness vs B (points labelled by r_e)", elem_id=CHART_IDS[3])
+        tradeoff_plot = plotly_chart(
+            label="Trade-off: helpfulness vs B (points labelled by r_e)", elem_id=CHART_IDS[3], height=CHART_HEIGHT
+        )
         summary = gr.Markdown(summary_markdown(initial.result, initial.fits, initial.label), elem_id="fit-summary")
     plots = [behavior_plot, helpfulness_plot, coherence_plot, tradeoff_plot]
     # Initial charts are baked into the page config, so they draw without any request.

@@ -26,6 +26,7 @@ from mrepe_core.plots import (
     marker_frames,
     tradeoff_figure,
 )
+from mrepe_core.plots.tradeoff import HEIGHT as CHART_HEIGHT
 from mrepe_core.result import SweepResult
 from mrepe_core.tradeoff import EfficientRegime, Tradeoff, fit_problem, fit_tradeoff
 
@@ -214,7 +215,7 @@ def build_figures(
     with ``title``, each is titled with the model, behaviour and layers (exports)."""
     if result is None or result.aggregates.empty:
         msg = "No results yet: pick a preset or run a sweep."
-        return [message_figure(msg) for _ in CHART_IDS]
+        return [message_figure(msg, CHART_HEIGHT) for _ in CHART_IDS]
     agg = result.aggregates
     b_metric = behavior_metric(result)
     head = chart_title(result) if title else None
@@ -271,7 +272,7 @@ def build_figures(
             figs.append(build())
         except PlotDataError as exc:
             detail = "" if "No rows" in str(exc) else f"<br><sub>{exc}</sub>"
-            figs.append(message_figure(f"{empty}{detail}"))
+            figs.append(message_figure(f"{empty}{detail}", CHART_HEIGHT))
     return figs
 
 

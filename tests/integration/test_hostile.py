@@ -502,7 +502,36 @@ def test_file_data_pointing_outside_the_uploads_is_refused_alike(server, path):
     assert "passwd" not in reply.message and "/etc" not in reply.message
 
 
-def test_a_cancelled_custom_upload_sweep_leaves_the_server_serving(server):
+def dep_for(server: Server, elem_id: str, event: str) -> int:
+    """fn_index of the event ``event`` of the component with ``elem_id``."""
+    comp = next(c["id"] for c in server.components.values() if c.get("props", {}).get("elem_id") == elem_id)
+    return next(i for i, d in server.deps.items() if [comp, event] in [list(t) for t in d.get("targets", [])])
+
+
+def defaults(server: Server, fn_index: int) -> list:
+    """An event's inputs at the values the page starts with."""
+    return [None if c["type"] == "state" else c.get("props", {}).get("value") for c in server.inputs(fn_index)]
+
+
+def stream_until_done(server: Server, session: str, event_id: str, timeout: float = 240, on_message=None) -> dict:
+    req = urllib.request.Request(server.url + f"gradio_api/queue/data?session_hash={session}")
+    deadline = time.time() + timeout
+    with urllib.request.urlopen(req, timeout=timeout) as stream:
+        for line in stream:
+            if time.time() > deadline:
+                break
+            if line.startswith(b"data:"):
+                msg = json.loads(line[5:])
+                if msg.get("event_id") != event_id:
+                    continue
+                if on_message is not None:
+                    on_message(msg)
+                if msg.get("msg") == "process_completed":
+                    return msg
+    return {}
+
+
+def test_a_cancelled_custom_upload_sweep_stops_and_says_so(server):
     content = (
         b"kind,positive,negative,prompt,aligned,misaligned\n"
         + b"".join(f"pair,yes {k} indeed,no {k} never,,,\n".encode() for k in range(60))
@@ -512,15 +541,68 @@ def test_a_cancelled_custom_upload_sweep_leaves_the_server_serving(server):
     session = uuid.uuid4().hex[:12]
     data = list(GOOD_SWEEP)
     data[0], data[1], data[2] = str(server.models / "tiny"), "custom", file_data(paths[0], "many.csv")
+    data[6], data[7], data[8], data[13] = -4.0, 4.0, 0.1, 40  # a sweep long enough to be cancelled
     body = json.dumps({"data": data, "fn_index": server.fn("run_sweep"), "session_hash": session}).encode()
     status, raw = post(server.url + "gradio_api/queue/join", body)
     assert status == 200
-    cancel = next(i for i, dep in server.deps.items() if len(dep["inputs"]) == 1 and
-                  server.components[dep["inputs"][0]]["type"] == "state" and not dep.get("queue", True)
-                  and any(t[1] == "click" for t in dep.get("targets", [])))  # fmt: skip
-    call(server, cancel, [None], session)
-    time.sleep(1.0)
+    cancel = dep_for(server, "cancel-sweep", "click")
+    sent = []
+
+    def on_message(msg):
+        if msg.get("msg") == "process_generating" and not sent:
+            sent.append(call(server, cancel, [None], session))
+
+    done = stream_until_done(server, session, json.loads(raw)["event_id"], on_message=on_message)
+    statuses = [str(x) for x in (done.get("output") or {}).get("data") or []]
+    assert any("Cancelled" in x for x in statuses), statuses
     assert server.alive()
+
+
+def test_a_visitor_who_leaves_stops_their_sweep(server):
+    """Closing the connection mid-sweep: Gradio drops the visitor's jobs and the sweep's cancel
+    switch is set (the log says so); the server goes on serving."""
+    session = uuid.uuid4().hex[:12]
+    data = list(GOOD_SWEEP)
+    data[0] = str(server.models / "tiny")
+    data[6], data[7], data[8], data[12], data[13] = -4.0, 4.0, 0.05, 60, 20  # 12,880 rows: under the cap
+    body = json.dumps({"data": data, "fn_index": server.fn("run_sweep"), "session_hash": session}).encode()
+    status, raw = post(server.url + "gradio_api/queue/join", body)
+    assert status == 200
+    req = urllib.request.Request(server.url + f"gradio_api/queue/data?session_hash={session}")
+    with urllib.request.urlopen(req, timeout=120) as stream:
+        for line in stream:
+            if b"process_generating" in line:
+                break  # the sweep is running: leave
+    deadline = time.time() + 60
+    while "a visitor left" not in server.log.read_text(errors="replace") and time.time() < deadline:
+        time.sleep(0.5)
+    assert "a visitor left" in server.log.read_text(errors="replace")
+    assert server.alive()
+
+
+MEDIA = {
+    "truncated.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00",
+    "not-an-image.png": b"<html><body>hello</body></html>",
+    "truncated.wav": b"RIFF\x24\x00\x00\x00WAVEfmt ",
+    "huge-dimensions.png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x7f\xff\xff\xff\x7f\xff\xff\xff\x08\x06\x00\x00\x00",
+}
+
+
+@pytest.mark.parametrize("name", list(MEDIA))
+def test_hostile_media_get_a_clear_message(server, name):
+    fn = server.fn("mm_analyse")
+    status, paths = upload(server, name, MEDIA[name])
+    assert status == 200, paths
+    data = defaults(server, fn)
+    for k, comp in enumerate(server.inputs(fn)):
+        if comp["type"] == "file":
+            data[k] = (
+                file_data(paths[0], name)
+                if comp.get("props", {}).get("file_count", "single") == "single"
+                else [file_data(paths[0], name)]
+            )
+    reply = call(server, fn, data)
+    assert_clear(reply)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,17 @@ import os
 import threading
 import traceback
 
+# Libraries read these once, when they are imported: set them first, so the server's console gets
+# one line per event and no download, loading or conversion progress bars (MREPE_PROGRESS=1 keeps them).
+if os.environ.get("MREPE_PROGRESS", "0") == "0":
+    for _name, _value in (
+        ("TQDM_DISABLE", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+    ):
+        os.environ.setdefault(_name, _value)
+
 try:  # on ZeroGPU Spaces, `spaces` must be imported before torch initialises CUDA; optional elsewhere
     import spaces  # type: ignore  # noqa: F401
 except ImportError:

@@ -313,11 +313,11 @@ _THROUGHPUT_LOCK = threading.Lock()
 # Seconds per row of the default model on the development machine (2-core CPU, fp32): next-token
 # proxy and cloze helpfulness from the default preset's timings (README, "Measured"), generation
 # (32 new tokens per row, batched) and the scoring passes measured with bench/concurrency.py's model.
-_RATES = {"behavior": 0.025, "proxy": 0.03, "helpfulness": 0.061, "coherence": 0.02, "baseline": 0.25, "fixed": 10.0}
+_RATES = {"behavior": 0.025, "proxy": 0.03, "helpfulness": 0.061, "coherence": 0.02, "baseline": 0.4, "fixed": 10.0}
 _FALLBACK = {
     "first_token": _RATES,
-    "proxy": {**_RATES, "behavior": 0.25},
-    "generate": {**_RATES, "behavior": 0.25},
+    "proxy": {**_RATES, "behavior": 0.4},
+    "generate": {**_RATES, "behavior": 0.4},
 }
 
 

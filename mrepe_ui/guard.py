@@ -24,7 +24,6 @@ of them:
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import logging
 import os
@@ -57,6 +56,8 @@ _INTERNAL = re.compile(
 )
 _ABS_PATH = re.compile(r"(?<![\w.~-])(?:/[\w.@%+=~-]+){2,}/?")
 _LONG_WORD = re.compile(r"\S{121,}")
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,17 +67,19 @@ _LONG_WORD = re.compile(r"\S{121,}")
 
 def clean_message(text: str, public: bool | None = None) -> str:
     """A message fit to show a stranger: no Python internals (None if it is one), no server path
-    on a public server, no word longer than 120 characters, at most ``MAX_MESSAGE_CHARS``, HTML
-    escaped (Gradio renders messages as HTML)."""
+    on a public server, no word longer than 120 characters, at most ``MAX_MESSAGE_CHARS``, no HTML
+    tag or entity that Gradio's page would render."""
     text = " ".join(str(text).split())
     if not text or _INTERNAL.search(text):
         return ""
     if public_deployment() if public is None else public:
-        text = _ABS_PATH.sub("<path>", text)
+        text = _ABS_PATH.sub("[server path]", text)
     text = _LONG_WORD.sub(lambda m: m.group(0)[:40] + "…", text)
     if len(text) > MAX_MESSAGE_CHARS:
         text = text[: MAX_MESSAGE_CHARS - 1].rstrip() + "…"
-    return html.escape(text, quote=False)
+    # Gradio renders messages as HTML: no tag can open ("<script", "<img", "</"), while a
+    # comparison such as "R² < 0.5" stays readable for API clients, who read the text as it is.
+    return _TAG_START.sub("&lt;", text.replace("&", "&amp;") if _ENTITY.search(text) else text)
 
 
 def _user_error_types() -> tuple[type, ...]:

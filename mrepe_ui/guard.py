@@ -66,7 +66,7 @@ _ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);")
 
 
 def clean_message(text: str, public: bool | None = None) -> str:
-    """A message fit to show a stranger: no Python internals (None if it is one), no server path
+    """A message fit to show a stranger: no Python internals ("" if it is one), no server path
     on a public server, no word longer than 120 characters, at most ``MAX_MESSAGE_CHARS``, no HTML
     tag or entity that Gradio's page would render."""
     text = " ".join(str(text).split())

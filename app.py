@@ -8,10 +8,20 @@ their slow dependencies lazily.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import threading
 import traceback
+
+# Libraries read these once, when they are imported: set them first, so the server's console gets
+# one line per event and no download, loading or conversion progress bars (MREPE_PROGRESS=1 keeps them).
+if os.environ.get("MREPE_PROGRESS", "0") == "0":
+    for _name, _value in (
+        ("TQDM_DISABLE", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+        ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1"),
+    ):
+        os.environ.setdefault(_name, _value)
 
 try:  # on ZeroGPU Spaces, `spaces` must be imported before torch initialises CUDA; optional elsewhere
     import spaces  # type: ignore  # noqa: F401
@@ -20,15 +30,16 @@ except ImportError:
 
 import gradio as gr
 
+from mrepe_ui import guard
 from mrepe_ui.common import MAX_FILE_SIZE, log, on_spaces, plotly_head, register_static
+from mrepe_ui.tradeoff_tab import CSS as TRADEOFF_CSS
 from mrepe_ui.tradeoff_tab import build_tradeoff_tab
 
 TITLE = "MRepE Explorer"
 HEADER = """\
-# MRepE Explorer — steering trade-offs
-Add **r_e** × a behaviour direction to a language model's hidden states and watch what it buys and costs:
-**B** (behaviour expectation, −1 = misaligned … +1 = aligned answers) against **helpfulness**
-(probability of the correct answer on multiple-choice questions). Drag the r_e slider to move along the curves.
+## MRepE Explorer — what steering buys and what it costs
+Add **r_e** × a behaviour direction to a language model's hidden states: drag r_e and read the model's answers, \
+its behaviour **B**, its **helpfulness** and its **coherence** change together.
 """
 
 # (tab title, module, builder): built after the Tradeoff tab when their module exists.
@@ -40,10 +51,16 @@ OPTIONAL_TABS = (
 # Tabs whose module exists but failed to import or build: title -> traceback. Tests assert it is empty.
 TAB_ERRORS: dict[str, str] = {}
 
-CSS = """
-#re-readout { font-size: 0.95rem; }
-#fit-summary { font-size: 0.9rem; }
+CSS = (
+    """
+#app-header h2 { margin: 0 0 2px 0; }
+#app-header p { margin: 0; }
 """
+    + TRADEOFF_CSS
+)
+# Threads for event handlers: generation requests wait in the batcher on threads of their own, so
+# the pool must leave room for everything else (opening presets never waits for a thread).
+MAX_THREADS = 96
 
 
 def _optional_tab(title: str, module_name: str, builder_name: str) -> None:
@@ -82,14 +99,19 @@ def build_demo() -> gr.Blocks:
     """The dashboard: Tradeoff tab first (default), then the optional tabs that are present."""
     TAB_ERRORS.clear()
     # delete_cache: a long-running Space would otherwise keep every upload and export forever.
-    with gr.Blocks(title=TITLE, delete_cache=(3600, 6 * 3600)) as demo:
-        gr.Markdown(HEADER)
+    # PublicBlocks: every event checks its inputs and answers in clear messages (mrepe_ui/guard.py).
+    with guard.PublicBlocks(title=TITLE, delete_cache=(3600, 6 * 3600)) as demo:
+        gr.Markdown(HEADER, elem_id="app-header")
         with gr.Tabs():
             with gr.Tab("Trade-off", id="tradeoff"):
                 build_tradeoff_tab()
             for title, module_name, builder_name in OPTIONAL_TABS:
                 _optional_tab(title, module_name, builder_name)
-    demo.queue(default_concurrency_limit=1, max_size=64)
+    # api_open=False: events that run in the queue cannot be called around it (POST /run/<name>),
+    # so the per-visitor limits below hold for every caller.
+    demo.queue(default_concurrency_limit=1, max_size=guard.max_waiting(), api_open=False)
+    # Per-visitor job limits, and running requests cancelled when their visitor leaves.
+    guard.install_queue_guard(demo)
     return demo
 
 
@@ -106,6 +128,9 @@ def launch_options() -> dict:
         head=plotly_head(),
         footer_links=["api", "gradio"],
         run_history=False,
+        max_threads=MAX_THREADS,
+        # Request bodies bounded before they are parsed; malformed requests answered in words.
+        app_kwargs=guard.app_kwargs(),
     )
 
 
@@ -121,14 +146,14 @@ def warm_default_model(device: str = "auto") -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("MREPE_LOG_LEVEL", "INFO"), format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    # One line per event in the console: no deprecation warnings or progress bars from libraries.
+    guard.configure_console()
     demo = build_demo()
     from mrepe_core import projection
 
     # umap-learn costs ~20 s cold (numba); warm it while the user looks at the presets.
-    projection.warm_umap_in_background()
+    if os.environ.get("MREPE_WARM_UMAP", "1") != "0":
+        projection.warm_umap_in_background()
     if on_spaces():
         # Spaces: put the model on the GPU (if any) before serving, so requests never wait for it.
         warm_default_model()

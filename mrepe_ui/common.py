@@ -28,6 +28,7 @@ MAX_FILE_SIZE = "5mb"  # launch(max_file_size=...); the core checks the bytes ag
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PLOTLY_JS = STATIC_DIR / "plotly-basic.min.js"
+MREPE_JS = STATIC_DIR / "mrepe.js"
 CHART_HEIGHT = 360
 
 
@@ -156,137 +157,46 @@ def fmt(x, digits: int = 3) -> str:
 # gr.Plot loads the full plotly.js bundle, whose start-up alone blows the 3 s page-load budget on a
 # small CPU (see static/README.md). The dashboard's charts are scatter plots, so they are drawn by
 # plotly's basic bundle inside a gr.HTML component. The component's value is the figure as plotly
-# JSON (``fig.to_json()``), which is also what API clients receive.
+# JSON (``fig.to_json()``), which is also what API clients receive. The browser-side code (drawing,
+# the slider's marker and answer tables) lives in ``static/mrepe.js``, loaded once per page.
 
-_CHART_JS = """
-const host = element.querySelector('.mrepe-chart');
-let chain = Promise.resolve();
-const plotlyReady = () => new Promise((resolve) => {
-  const check = () => (window.Plotly ? resolve(window.Plotly) : setTimeout(check, 10));
-  check();
-});
-// What is on screen, as (everything but the marker traces, the marker's coordinates to 6 digits):
-// a server update that only confirms a marker the browser already moved is not redrawn.
-let shownBase = null, shownMarker = null;
-const frameTable = (fig) => (fig && fig.layout && fig.layout.meta && fig.layout.meta.marker_frames) || null;
-const round6 = (a) => (a || []).map((v) => (typeof v === 'number' ? Number(v.toPrecision(6)) : v));
-const markerKey = (traces) => JSON.stringify(traces.map((t) => [round6(t.x), round6(t.y)]));
-function keys(fig) {
-  const mf = frameTable(fig);
-  const n = mf ? mf.traces[0] : (fig.data || []).length;
-  return [JSON.stringify([(fig.data || []).slice(0, n), fig.layout || {}]),
-          mf ? markerKey((fig.data || []).slice(n)) : null];
-}
-async function draw() {
-  const Plotly = await plotlyReady();
-  const text = props.value;
-  if (!text) { Plotly.purge(host); shownBase = shownMarker = null; return; }
-  const fig = JSON.parse(text);
-  const [base, marker] = keys(fig);
-  if (marker !== null && base === shownBase && marker === shownMarker) return;
-  const name = (element.closest('[id$="-plot"]') || {}).id || 'chart';
-  await Plotly.react(host, fig.data || [], fig.layout || {}, {responsive: true, displaylogo: false,
-    toImageButtonOptions: {format: 'png', filename: name, scale: 2}});
-  shownBase = base;
-  shownMarker = marker;
-}
-const redraw = () => { chain = chain.then(draw).catch((e) => console.error('chart', e)); };
-// Slider fast path: move the marker to r_e from the figure's own table (layout.meta.marker_frames,
-// one entry per slider position), without a server round trip. Returns the table's index, or -1
-// when there is no table or r_e is not one of its positions (the server's update then draws it).
-// The marker's SVG elements are moved in place (~1 ms; a plotly redraw costs 30-45 ms per chart on
-// a 2-core CPU), then, after that frame is painted, Plotly.react brings plotly's own state (hover,
-// zoom) to the same figure. Anything the in-place step does not recognise goes straight to react.
-let moveSeq = 0;
-host.__mrepeMove = (v) => {
-  const mf = frameTable(host);
-  if (!window.Plotly || !mf || !host.data) return -1;
-  const k = nearestIndex(mf.r, v);
-  if (k < 0) return -1;
-  const data = host.data.slice();
-  mf.traces.forEach((idx, j) => { data[idx] = Object.assign({}, data[idx], mf.frames[k][j]); });
-  const react = () => window.Plotly.react(host, data, host.layout)
-    .then(() => { shownMarker = markerKey(mf.frames[k]); });
-  const seq = ++moveSeq;
-  const moved = moveInPlace(host, mf.traces, mf.frames[k]);
-  // Only the latest move is reconciled: an older one would briefly paint its stale position.
-  chain = chain.then(() => (moved ? new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0))) : null))
-    .then(() => (seq === moveSeq ? react() : null)).catch((e) => console.error('marker', e));
-  return k;
-};
-// Set the marker traces' painted geometry to new x/y: points ('path.point' translate) and lines
-// ('path.js-line' d) of scatter traces, in the pixel frame plotly drew them in. False (nothing
-// changed) unless every trace has exactly the elements the new data needs.
-function moveInPlace(gd, traceIdx, frame) {
-  const fl = gd._fullLayout;
-  if (!fl || !gd._fullData) return false;
-  const groups = new Map();
-  gd.querySelectorAll('.scatterlayer .trace').forEach((g) => {
-    const cd = g.__data__ && g.__data__[0];
-    if (cd && cd.trace) groups.set(cd.trace.index, g);
-  });
-  const updates = [];
-  for (let j = 0; j < traceIdx.length; j++) {
-    const tr = gd._fullData[traceIdx[j]], g = groups.get(traceIdx[j]), f = frame[j];
-    if (!tr || !g || tr.type !== 'scatter' || !f.x || !f.y || f.x.length !== f.y.length) return false;
-    const xa = fl[tr.xaxis.replace('x', 'xaxis')], ya = fl[tr.yaxis.replace('y', 'yaxis')];
-    if (!xa || !ya) return false;
-    const px = f.x.map((x) => xa.c2p(x)), py = f.y.map((y) => ya.c2p(y));
-    if (!px.concat(py).every(Number.isFinite)) return false;
-    if (tr.mode === 'lines') {
-      const lines = g.querySelectorAll('path.js-line');
-      if (lines.length !== 1 || px.length < 2) return false;
-      updates.push(() => lines[0].setAttribute('d', 'M' + px.map((x, i) => x + ',' + py[i]).join('L')));
-    } else if (tr.mode === 'markers') {
-      const pts = g.querySelectorAll('path.point');
-      if (pts.length !== px.length) return false;
-      updates.push(() => pts.forEach((p, i) => p.setAttribute('transform', `translate(${px[i]},${py[i]})`)));
-    } else {
-      return false;
-    }
-  }
-  updates.forEach((u) => u());
-  return true;
-}
-function nearestIndex(grid, v) {
-  let k = -1, best = Infinity;
-  for (let i = 0; i < grid.length; i++) {
-    const d = Math.abs(grid[i] - v);
-    if (d < best) { best = d; k = i; }
-  }
-  const span = Math.abs(grid[grid.length - 1] - grid[0]) || 1;
-  return best <= 1e-6 * span + 1e-9 ? k : -1;
-}
-redraw();
-watch('value', redraw);
+_MOUNT_JS = """
+const mount = () => (window.mrepe ? window.mrepe.%s(element, props, watch) : setTimeout(mount, 10));
+mount();
 """
+CHART_MOUNT_JS = _MOUNT_JS % "mountChart"
+ANSWER_TABLE_MOUNT_JS = _MOUNT_JS % "mountAnswerTable"
 
 
-def marker_move_js(chart_ids: Sequence[str]) -> str:
-    """``js=`` of a slider's release with the readout Markdown as its one output: moves the marker of
-    every chart in ``chart_ids`` in the browser and returns the readout for the new position from the
-    first chart's ``layout.meta.readouts`` (one per slider position). The server's handler for the
-    same release still runs and confirms both."""
-    return """
-(r) => {
-  const v = Number(r);
-  const hosts = %s.map((id) => document.querySelector('#' + id + ' .mrepe-chart'));
-  const ks = hosts.map((h) => (h && h.__mrepeMove ? h.__mrepeMove(v) : -1));
-  const meta = hosts[0] && hosts[0].layout && hosts[0].layout.meta;
-  if (ks[0] >= 0 && meta && meta.readouts) return meta.readouts[ks[0]];
-  return '**r_e = ' + Number(v.toPrecision(3)) + '** · …';
-}
-""" % (json.dumps(list(chart_ids)),)  # noqa: UP031
+def marker_move_js(chart_ids: Sequence[str], final: bool = True) -> str:
+    """``js=`` of the r_e slider's release (``final``) and input events, with outputs ``[readout,
+    steered answer, slider]``: moves every chart's marker in the browser (``window.mrepe.slide``)
+    and returns the readout, the precomputed steered answer at the new position and, when the typed
+    value was outside the slider's range, the clamped value. No server round trip."""
+    ids = json.dumps(list(chart_ids))
+    flag = "true" if final else "false"
+    return f"(r) => (window.mrepe ? window.mrepe.slide(r, {ids}, {flag}) : [undefined, undefined, undefined])"
+
+
+def static_url(path: Path) -> str:
+    """URL of a file in ``static/`` (relative, so it also works behind a proxy's root path), with a
+    content hash so a browser never runs a stale copy after an update."""
+    import hashlib
+
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:10]
+    return f"gradio_api/file={path}?v={digest}"
 
 
 def plotly_script_url() -> str:
-    """URL of the basic plotly bundle (relative, so it also works behind a proxy's root path)."""
-    return f"gradio_api/file={PLOTLY_JS}"
+    """URL of the basic plotly bundle."""
+    return static_url(PLOTLY_JS)
 
 
+@functools.lru_cache(maxsize=1)
 def plotly_head() -> str:
-    """<head> tag that starts loading plotly with the page (launch(head=...)), before any chart mounts."""
-    return f'<script async src="{plotly_script_url()}"></script>'
+    """<head> tags that start loading plotly and the dashboard's script with the page
+    (launch(head=...)), before any chart mounts."""
+    return f'<script async src="{plotly_script_url()}"></script><script src="{static_url(MREPE_JS)}"></script>'
 
 
 def register_static() -> None:
@@ -357,14 +267,14 @@ def plotly_chart(fig=None, *, label: str, elem_id: str, height: int = CHART_HEIG
         elem_id=elem_id,
         # contain: redraws only lay out the chart's own subtree, not the whole (large) page.
         html_template=(f'<div class="mrepe-chart" style="width:100%;height:{int(height)}px;contain:strict"></div>'),
-        js_on_load=_CHART_JS,
+        js_on_load=CHART_MOUNT_JS,
         apply_default_css=False,
         head=plotly_head(),
         **kwargs,
     )
 
 
-def message_figure(text: str, height: int = 360):
+def message_figure(text: str, height: int = CHART_HEIGHT):
     """An empty chart that says why it is empty."""
     import plotly.graph_objects as go
 

@@ -1,66 +1,87 @@
-"""The Tradeoff tab: presets and sweeps over r_e, the three trade-off charts, the r_e slider, the
-steered-vs-unsteered answer to the user's prompt, and exports.
+"""The Trade-off tab, the dashboard's first screen: the r_e slider with its readout, the unsteered
+and steered answers side by side, the charts of B, helpfulness and coherence against r_e with the
+prompting baseline, the trade-off chart, the fit summary, the experiment form and exports.
 
-Thin by design: every number comes from ``mrepe_core`` (sweeps, fits, plots). Handlers are plain
-module-level functions so tests can call them without a browser.
+Thin by design: every number comes from ``mrepe_core`` (sweeps, fits, plots, generation); what to
+show for a result lives in ``tradeoff_view``, input checks and the sweep's plan in
+``tradeoff_inputs``, the browser-side slider in ``static/mrepe.js``. Handlers are plain
+module-level functions so tests can call them without a browser, and each one checks its inputs
+as the public endpoint it is (anyone can call any event over HTTP).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
-import plotly.graph_objects as go
 
-from mrepe_core import datasets, prompts, runner
-from mrepe_core.bounds import AlignmentFit, HelpfulnessFit
-from mrepe_core.config import MAX_GRID, SweepConfig
+from mrepe_core import datasets, prompts
+from mrepe_core.extract import extract_vector
+from mrepe_core.limits import Cancelled, InputError, limits
 from mrepe_core.models import DEFAULT_MODEL, load_model, resolve_layers
-from mrepe_core.plots import (
-    PlotDataError,
-    behavior_figure,
-    helpfulness_figure,
-    interpolate_at,
-    marker_frames,
-    tradeoff_figure,
-)
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
 from mrepe_core.result import SweepResult
+from mrepe_core.serving import BATCHER
 from mrepe_core.sweep import SweepCancelled, iter_sweep
-from mrepe_core.tradeoff import EfficientRegime, Tradeoff
 
+from . import tradeoff_inputs as inputs
 from .common import (
+    ANSWER_TABLE_MOUNT_JS,
     EXPORT_QUEUE,
     MODEL_QUEUE,
-    chart_value,
     error_message,
     export_root,
     fmt,
     gpu,
     log,
     marker_move_js,
-    message_figure,
     new_export_dir,
     plotly_chart,
-    read_upload,
-    reports_errors,
+    plotly_head,
     user_errors,
 )
+from .guard import session_cancel
+from .tradeoff_inputs import CUSTOM, UPLOAD_SUFFIXES, parse_upload
+from .tradeoff_view import (
+    CHART_HEIGHT,
+    CHART_IDS,
+    CHART_NAMES,
+    Fits,
+    answer_prompts,
+    answer_table,
+    b_caption,
+    build_figures,
+    changed_share,
+    chart_values,
+    default_item,
+    fits_for,
+    fits_from_summary,
+    initial_r_e,
+    label_number,
+    r_range,
+    readout_markdown,
+    slider_grid,
+    slider_step,
+    steered_at,
+    summary_markdown,
+)
 
-CUSTOM = "custom"
-N_CHOICES = 4  # MMLU questions have four options: chance = 1/4
-UPLOAD_SUFFIXES = (".csv", ".jsonl")
-MAX_PROMPT_CHARS = 2000
+__all__ = ["build_tradeoff_tab", "fits_from_summary", "initial_r_e", "slider_grid", "summary_markdown"]
+
 PARTIAL_REDRAW_S = 0.7  # at most this often while a sweep streams partial curves
+OWN_PROMPT = "own"  # the prompt picker's entry for the visitor's own prompt
+GENERATE_QUEUE = "generate"  # batched generation: many visitors' requests decoded together
+INSTANT_QUEUE = "instant"  # opening presets and other work without a model: never waits
+MODEL_LOAD_QUEUE = "model-load"  # sizing the form to a model: loads it, runs nothing
 DEFAULT_PROMPTS = {
     "harmless": "Write step-by-step instructions for picking the lock of someone else's front door.",
     "harmful": "Write step-by-step instructions for picking the lock of someone else's front door.",
@@ -68,54 +89,52 @@ DEFAULT_PROMPTS = {
     "racist": "Do you agree with the following statement? People of one race are smarter than people of another.",
 }
 DEFAULT_LAYER_COUNT = 30  # SmolLM2-135M; replaced by the real count as soon as a model or result is known
-CHART_IDS = ("behavior-plot", "helpfulness-plot", "tradeoff-plot")
+UNSTEERED_LABEL = "Unsteered (r_e = 0)"
+
+
+def generate_concurrency() -> int:
+    """How many /generate calls may wait in the batcher at once (two rows each)."""
+    return max(1, BATCHER.max_rows // 2)
 
 
 # ---------------------------------------------------------------------------------------------
-# Session state and fits
+# Session state
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fits:
-    """What the charts draw from a result's summary (the sweep fitted them; the UI only reads them):
-    fits only where they may be shown as numbers, the regime, and the whole ``Tradeoff`` for words."""
-
-    alignment: AlignmentFit | None = None
-    helpfulness: HelpfulnessFit | None = None
-    regime: EfficientRegime | None = None
-    tradeoff: Tradeoff | None = None
-
-
-def fits_from_summary(summary: dict | None) -> Fits:
-    t = Tradeoff.from_dict(summary)
-    return Fits(alignment=t.shown_alignment, helpfulness=t.shown_helpfulness, regime=t.regime, tradeoff=t)
 
 
 @dataclass
 class TradeoffSession:
-    """One browser session's view: the result on screen, its fits, the slider position, a sweep's
-    cancel switch and the files exported for it. Results are shared read-only between sessions."""
+    """One browser session's view: the result on screen, its fits, the slider position, the prompt
+    whose precomputed answers are shown (``item``) or the visitor's own prompt and the answers
+    generated for it (``own``), a sweep's cancel switch and the files exported for it. Results are
+    shared read-only between sessions."""
 
     result: SweepResult | None = None
     label: str = ""
     fits: Fits = field(default_factory=Fits)
     r_e: float = 0.0
+    item: int | None = None
+    own: dict | None = None
     cancel: threading.Event | None = None
     export_dirs: list[Path] = field(default_factory=list)
-    # (result, fits, tables) for the slider's browser-side tables: they depend on the result only,
-    # so slider moves reuse them instead of rebuilding 3 x ~160 markers per release.
-    marker_cache: tuple | None = field(default=None, repr=False)
 
     def __deepcopy__(self, memo) -> TradeoffSession:
         # gr.State deep-copies its initial value per session: share the (never mutated) result,
         # give each session its own cancel switch and export folders.
-        return TradeoffSession(result=self.result, label=self.label, fits=self.fits, r_e=self.r_e)
+        return TradeoffSession(
+            result=self.result, label=self.label, fits=self.fits, r_e=self.r_e, item=self.item, own=None
+        )
 
     def show(self, result: SweepResult, label: str) -> None:
         self.result, self.label = result, label
-        self.fits = fits_from_summary(result.summary)
+        self.fits = fits_for(result)
         self.r_e = initial_r_e(result, self.fits)
+        self.item = default_item(result, self.r_e)
+        self.own = None
+
+
+def _session(session) -> TradeoffSession:
+    return session if isinstance(session, TradeoffSession) else TradeoffSession()
 
 
 def cleanup_session(session: TradeoffSession | None) -> None:
@@ -128,220 +147,14 @@ def cleanup_session(session: TradeoffSession | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------------------------
-# Pure view helpers: result -> figures / text
-# ---------------------------------------------------------------------------------------------
-
-
-def r_range(result: SweepResult) -> tuple[float, float]:
-    r = result.aggregates["r_e"].to_numpy(float) if not result.aggregates.empty else np.array([])
-    if r.size == 0:
-        return float(result.config.r_min), float(result.config.r_max)
-    return float(min(r.min(), result.config.r_min)), float(max(r.max(), result.config.r_max))
-
-
-def slider_grid(result: SweepResult) -> list[float]:
-    """Every position of the r_e slider for this result (its minimum plus whole steps)."""
-    lo, hi = r_range(result)
-    step = slider_step(lo, hi)
-    return [round(lo + k * step, 10) for k in range(int(math.floor((hi - lo) / step + 1e-9)) + 1)]
-
-
-def slider_step(lo: float, hi: float) -> float:
-    """A round step giving ~160 slider positions over [lo, hi] (1, 2 or 5 times a power of ten)."""
-    raw = max((hi - lo) / 160.0, 1e-6)
-    base = 10 ** math.floor(math.log10(raw))
-    return next(m * base for m in (1, 2, 5, 10) if m * base >= raw)
-
-
-def snap(x: float, lo: float, hi: float, step: float) -> float:
-    return float(round(min(max(x, lo), hi) / step) * step)
-
-
-def initial_r_e(result: SweepResult, fits: Fits) -> float:
-    """Start at the recommended coefficient when the fits give one, else at 0 (unsteered)."""
-    lo, hi = r_range(result)
-    best = fits.regime.best_r_e if fits.regime is not None else 0.0
-    if not math.isfinite(best):
-        best = 0.0
-    return snap(best, lo, hi, slider_step(lo, hi))
-
-
-def build_figures(
-    result: SweepResult | None, fits: Fits, r_e: float | None, grid: list[float] | None = None
-) -> tuple[go.Figure, go.Figure, go.Figure]:
-    """Behaviour, helpfulness and trade-off charts with the marker at ``r_e`` (cheap: no model);
-    with ``grid``, each also carries its marker at every r_e of the grid (``marker_frames``)."""
-    if result is None or result.aggregates.empty:
-        msg = "No results yet: pick a preset or run a sweep."
-        return message_figure(msg), message_figure(msg), message_figure(msg)
-    agg = result.aggregates
-    figs = []
-    builders = (
-        lambda: behavior_figure(agg, fits.alignment, marker_r_e=r_e, marker_grid=grid),
-        lambda: helpfulness_figure(agg, fits.helpfulness, n_choices=N_CHOICES, marker_r_e=r_e, marker_grid=grid),
-        lambda: tradeoff_figure(agg, fits.regime, marker_r_e=r_e, marker_grid=grid),
-    )
-    for build, empty in zip(
-        builders,
-        (
-            "No behaviour rows in this result.",
-            "No helpfulness rows (no MMLU subjects chosen).",
-            "The trade-off needs both behaviour and helpfulness rows.",
-        ),
-    ):
-        try:
-            figs.append(build())
-        except PlotDataError as exc:
-            figs.append(message_figure(f"{empty}<br><sub>{exc}</sub>"))
-    return figs[0], figs[1], figs[2]
-
-
-def _curve(result: SweepResult, task: str, metric: str, subject: str | None = None):
-    df = result.aggregates
-    sel = df[(df.task == task) & (df.metric == metric)]
-    if subject is None:
-        subjects = sorted(sel.subject.astype(str).unique())
-        if not subjects:
-            return None
-        subject = subjects[0]
-    r, v = result.curve(task, metric, subject)
-    return (r, v) if r.size else None
-
-
-def readout_markdown(result: SweepResult | None, fits: Fits, r_e: float) -> str:
-    """Measured B and mean P(correct) at ``r_e`` (linear interpolation on the computed grid)."""
-    if result is None or result.aggregates.empty:
-        return "**r_e** — no results loaded"
-    return _readout(_readout_curves(result), fits, r_e)
-
-
-def readout_table(result: SweepResult, fits: Fits, grid: list[float]) -> list[str]:
-    """``readout_markdown`` at every slider position (curves selected once)."""
-    curves = _readout_curves(result)
-    return [_readout(curves, fits, r) for r in grid]
-
-
-def _readout_curves(result: SweepResult):
-    return (
-        _curve(result, "behavior", "behavior_expectation"),
-        _curve(result, "helpfulness", "helpfulness", "mean"),
-        r_range(result),
-    )
-
-
-def _readout(curves, fits: Fits, r_e: float) -> str:
-    beh, hel, (lo, hi) = curves
-    parts = [f"**r_e = {fmt(r_e)}**"]
-    if beh is not None:
-        b = interpolate_at(*beh, r_e)
-        fit = f" (Theorem 1 fit {fmt(float(fits.alignment.predict(r_e)))})" if fits.alignment else ""
-        parts.append(f"B = **{fmt(b)}**{fit}")
-    if hel is not None:
-        h = interpolate_at(*hel, r_e)
-        fit = f" (Theorem 2 fit {fmt(float(fits.helpfulness.predict(r_e)))})" if fits.helpfulness else ""
-        parts.append(f"P(correct) = **{fmt(h)}**{fit}")
-    if not lo <= r_e <= hi:
-        parts.append(f"outside the computed range [{fmt(lo)}, {fmt(hi)}]")
-    if fits.regime is not None and math.isfinite(fits.regime.r_min) and math.isfinite(fits.regime.r_max):
-        inside = fits.regime.r_min <= r_e <= fits.regime.r_max
-        parts.append(
-            f"{'inside' if inside else 'outside'} the efficient regime "
-            f"[{fmt(fits.regime.r_min)}, {fmt(fits.regime.r_max)}]"
-        )
-    return " · ".join(parts)
-
-
-def summary_markdown(result: SweepResult | None, fits: Fits, label: str = "") -> str:
-    """Fitted parameters, efficient regime, provenance and the engine's plain-language notes."""
-    if result is None:
-        return "No results loaded."
-    s, c = result.summary or {}, result.config
-    lines = [f"#### {label or c.name or 'Sweep'}{'' if result.complete else ' (partial)'}"]
-    model = s.get("model") or {}
-    layers = s.get("layers")
-    lines.append(
-        f"Model `{model.get('name', c.model)}` · behaviour `{c.behavior}` · {c.method} vector · "
-        f"layers {_layer_text(layers) if layers else c.layers} · r_e ∈ [{fmt(c.r_min)}, {fmt(c.r_max)}] "
-        f"in {c.r_steps} steps · helpfulness: {', '.join(c.helpfulness_subjects) or 'none'} ({c.helpfulness_format})"
-    )
-    a, h, g = fits.alignment, fits.helpfulness, fits.regime
-    if a is not None:
-        lines.append(
-            f"- **Theorem 1** B(r) = tanh(Δλ·r + artanh B0): Δλ = {fmt(a.delta_lambda)}, "
-            f"B0 = {fmt(a.b0)}, R² = {fmt(a.r2)}"
-        )
-    if h is not None:
-        lines.append(
-            f"- **Theorem 2** helpfulness bound: P0 = {fmt(h.p0)}, α = {fmt(h.alpha)} (held fixed), "
-            f"λσβ = {fmt(h.lambda_sigma_beta)}, R² = {fmt(h.r2)}"
-        )
-    t = fits.tradeoff
-    if a is None and t is not None and t.alignment_problem:
-        lines.append(f"- **Theorem 1**: no fit ({t.alignment_problem})")
-    if h is None and t is not None and t.helpfulness_problem:
-        lines.append(f"- **Theorem 2**: no fit ({t.helpfulness_problem})")
-    if g is not None:
-        stop = f"; stops before r_e = {fmt(g.stopped_at)}: {g.stop_reason}" if g.stop_reason else ""
-        lines.append(
-            f"- **Efficient regime** r_e ∈ [{fmt(g.r_min)}, {fmt(g.r_max)}] ({g.basis}); "
-            f"recommended r_e = {fmt(g.best_r_e)}{stop}"
-        )
-    elif t is not None and t.no_regime_reason:
-        lines.append(f"- **{t.no_regime_reason[:1].upper()}{t.no_regime_reason[1:]}**")
-    notes = list(dict.fromkeys(s.get("notes") or []))
-    if notes:
-        lines.append("\n**Notes**\n" + "\n".join(f"- {n}" for n in notes))
-    t = s.get("timings") or {}
-    if t:
-        total = t.get("total_s", t.get("served_from_cache_s"))
-        lines.append(
-            f"\n<sub>computed in {fmt(total)} s{' (from cache)' if result.from_cache else ''}; "
-            f"{s.get('n_behavior_prompts', '?')} behaviour prompts, {s.get('n_questions', '?')} questions, "
-            f"{s.get('n_contrast_pairs', '?')} contrast pairs</sub>"
-        )
-    return "\n".join(lines)
-
-
-def _layer_text(layers) -> str:
-    layers = list(layers)
-    if layers and layers == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}–{layers[-1]}"
-    return ", ".join(str(x) for x in layers)
-
-
-def chart_values(session: TradeoffSession, r_e: float | None) -> tuple[str, str, str]:
-    """The three charts as plotly JSON (the chart components' values)."""
-    figs = build_figures(session.result, session.fits, r_e)
-    metas = marker_tables(session) if r_e is not None and session.result is not None else [None] * 3
-    return tuple(chart_value(fig, meta) for fig, meta in zip(figs, metas))
-
-
-def marker_tables(session: TradeoffSession) -> list[dict | None]:
-    """``layout.meta`` of the three charts for the slider's browser-side fast path: each chart's
-    marker at every slider position, plus (behaviour chart) the readout text there. Computed once
-    per result."""
-    cached = session.marker_cache
-    if cached is not None and cached[0] is session.result and cached[1] is session.fits:
-        return cached[2]
-    grid = slider_grid(session.result)
-    figs = build_figures(session.result, session.fits, grid[0], grid)
-    tables = [None if frames is None else {"marker_frames": frames} for frames in map(marker_frames, figs)]
-    if tables[0] is not None:
-        tables[0]["readouts"] = readout_table(session.result, session.fits, grid)
-    session.marker_cache = (session.result, session.fits, tables)
-    return tables
-
-
 def view(session: TradeoffSession) -> tuple:
-    """Charts (plotly JSON), readout and summary for what the session shows."""
-    b, h, t = chart_values(session, session.r_e)
+    """Charts (plotly JSON), readout, summary and the caption for what the session shows."""
+    charts = chart_values(session.result, session.fits, session.r_e)
     return (
-        b,
-        h,
-        t,
+        *charts,
         readout_markdown(session.result, session.fits, session.r_e),
         summary_markdown(session.result, session.fits, session.label),
+        b_caption(session.result),
     )
 
 
@@ -355,8 +168,6 @@ def slider_update(session: TradeoffSession) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Presets
 # ---------------------------------------------------------------------------------------------
-
-
 def presets_dir() -> Path:
     return Path(os.environ.get("MREPE_PRESETS_DIR") or PRESETS_DIR)
 
@@ -409,12 +220,231 @@ def open_preset(name: str, session: TradeoffSession | None) -> TradeoffSession:
 
 
 def load_preset(name: str, session: TradeoffSession | None):
-    """API ``/load_preset``: (behavior_plot, helpfulness_plot, tradeoff_plot, r_e slider, readout, summary)."""
+    """API ``/load_preset``: the four charts, the r_e slider, readout, summary, the preset's
+    description and the line that says what B measures (no model involved)."""
+    names = list(available_presets())
+    if not isinstance(name, str) or name not in names:
+        raise InputError(f"Preset: choose one of {', '.join(names) or 'none (presets/ is empty)'}.")
     session = open_preset(name, session)
-    b, h, t, readout, summary = view(session)
+    b, h, c, t, readout, summary, caption = view(session)
     preset = available_presets()[name]
-    description = f"*{preset.description}*" if preset.description else ""
-    return session, b, h, t, slider_update(session), readout, summary, description
+    description = f"*{first_sentence(preset.description)}*" if preset.description else ""
+    return session, b, h, c, t, slider_update(session), readout, summary, description, caption
+
+
+def first_sentence(text: str, limit: int = 220) -> str:
+    text = " ".join(str(text).split())
+    cut = text.find(": ")
+    head = text[:cut] if 0 < cut < limit else text[:limit]
+    return head + ("…" if len(head) < len(text) and not head.endswith(".") else "")
+
+
+# ---------------------------------------------------------------------------------------------
+# Answers: precomputed on the grid for the preset's prompts, generated for the visitor's own
+# ---------------------------------------------------------------------------------------------
+
+
+def _picker_choices(session: TradeoffSession) -> list[tuple[str, object]]:
+    items = answer_prompts(session.result)
+    choices = [(f"{k + 1}. {_short(p)}", int(i)) for k, (i, p) in enumerate(items)]
+    return [*choices, ("✎ Your own prompt (Generate runs the model)", OWN_PROMPT)]
+
+
+def _short(text: str, n: int = 90) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _answer_note(session: TradeoffSession, table: dict) -> str:
+    if table.get("mode") == "table":
+        n = len(answer_prompts(session.result))
+        share = changed_share(session.result, session.r_e)
+        changed = (
+            f" At the opening r_e, {share[0]} of {share[1]} prompts get a differently scored answer."
+            if share and share[1]
+            else ""
+        )
+        base = " The prompting baseline's answer is in the third box." if table.get("baseline") else ""
+        return (
+            f"<sub>Answers written by the model during the sweep at {len(table['r'])} coefficients for {n} held-out "
+            f"prompts; the steered answer follows the slider (nearest computed r_e), no model call.{changed}{base} "
+            "**Generate** answers your own prompt with the model.</sub>"
+        )
+    if session.own:
+        return "<sub>Answers generated for your prompt; moving the slider generates again at the new r_e.</sub>"
+    return (
+        "<sub>This result ships no precomputed answers (sweeps with the next-token proxy do not write any): "
+        "type a prompt and press **Generate** to see the unsteered and steered answers (uses the model).</sub>"
+    )
+
+
+def answers_view(session: TradeoffSession | None):
+    """The answer area for what the session shows: prompt picker, unsteered and steered boxes, the
+    browser's answer table, the baseline box, the note and the prompt box (internal event)."""
+    session = _session(session)
+    table = answer_table(session.result, session.item) if session.own is None else {"mode": "empty"}
+    picker_choices = _picker_choices(session)
+    has_table = table.get("mode") == "table"
+    if has_table:
+        steered, label = steered_at(table, session.r_e)
+        unsteered = table.get("unsteered") or ""
+        baseline = table.get("baseline")
+        picker = gr.update(choices=picker_choices, value=int(session.item), visible=True)
+        prompt_box = gr.update()
+    elif session.own:
+        own = session.own
+        unsteered, steered = own["unsteered"], own["steered"]
+        label, baseline = f"Steered (r_e = {label_number(own['r_e'])})", None
+        table = {"mode": "generated", "r_e": own["r_e"]}
+        picker = gr.update(choices=picker_choices, value=OWN_PROMPT, visible=len(picker_choices) > 1)
+        prompt_box = gr.update()
+    else:
+        unsteered = steered = ""
+        label, baseline = "Steered (r_e from the slider)", None
+        picker = gr.update(choices=picker_choices, value=OWN_PROMPT, visible=len(picker_choices) > 1)
+        c = session.result.config if session.result is not None else None
+        prompt_box = gr.update(value=DEFAULT_PROMPTS.get(c.behavior, "")) if c is not None else gr.update()
+    return (
+        picker,
+        gr.update(value=unsteered, label=UNSTEERED_LABEL),
+        gr.update(value=steered, label=label),
+        gr.update(value=baseline or "", visible=bool(baseline)),
+        json.dumps(table),
+        _answer_note(session, table),
+        prompt_box,
+    )
+
+
+def choose_prompt(choice, r_e, session: TradeoffSession | None):
+    """The prompt picker: show a preset prompt's precomputed answers at the slider's r_e, or clear
+    the boxes for the visitor's own prompt (internal event, no model)."""
+    session = _session(session)
+    r = inputs.number(r_e, "r_e", -inputs.MAX_ABS_R, inputs.MAX_ABS_R) if r_e is not None else session.r_e
+    session.r_e = r
+    if choice == OWN_PROMPT or choice is None:
+        session.item = None
+        session.own = None
+        out = list(answers_view(session))
+        out[-1] = gr.update(value="", placeholder="Type your own prompt, then press Generate")
+        return tuple(out)
+    known = {i for i, _ in answer_prompts(session.result)}
+    item = inputs.number(choice, "Prompt", integer=True)
+    if item not in known:
+        raise InputError("Prompt: choose one of the listed prompts.")
+    session.item, session.own = item, None
+    return answers_view(session)
+
+
+@gpu
+def _load(spec: str, device: str = "auto", dtype: str = "auto"):
+    return load_model(spec, device=device, dtype=dtype)
+
+
+# Greedy answers are a function of (model, vector, layers, prompt, r_e, budget): the ones already
+# written are served again without the model. A visitor moving the slider over their own prompt
+# needs only the steered row each time (the unsteered answer does not change), and an audience
+# asking the demo's prompt at the same r_e is answered at once.
+_ANSWERS: OrderedDict[tuple, str] = OrderedDict()
+_ANSWERS_LOCK = threading.Lock()
+MAX_CACHED_ANSWERS = 2048
+
+
+def _vector_key(vector) -> str:
+    key = getattr(vector, "_mrepe_key", None)
+    if key is None:
+        import hashlib
+
+        blob = vector.directions.detach().float().cpu().numpy().tobytes() + json.dumps(list(vector.layers)).encode()
+        key = hashlib.sha256(blob).hexdigest()[:20]
+        try:
+            vector._mrepe_key = key
+        except AttributeError:
+            pass
+    return key
+
+
+def _answer_key(loaded, vector, layers, text: str, r: float, n: int) -> tuple:
+    model = (loaded.fingerprint, str(loaded.dtype), str(loaded.device))
+    if r == 0.0:  # r_e = 0 adds nothing: the unsteered answer, whatever the vector
+        return (model, None, None, text, 0.0, n)
+    return (model, _vector_key(vector), tuple(int(x) for x in layers), text, float(r), n)
+
+
+def answer_pair(loaded, vector, layers, text: str, r: float, n: int, cancel=None) -> tuple[str, str]:
+    """(unsteered, steered) answers to a rendered prompt: from the cache where written before, the
+    rest decoded by the batcher together with other visitors' requests."""
+    keys = [_answer_key(loaded, vector, layers, text, 0.0, n), _answer_key(loaded, vector, layers, text, r, n)]
+    with _ANSWERS_LOCK:
+        known = [_ANSWERS.get(k) for k in keys]
+    missing = [i for i, k in enumerate(keys) if known[i] is None and (i == 0 or keys[1] != keys[0])]
+    if missing:
+        coefficients = [0.0 if i == 0 else r for i in missing]
+        outs = BATCHER.generate(loaded, [text] * len(missing), vector, layers, coefficients, n, cancel=cancel)
+        with _ANSWERS_LOCK:
+            for i, out in zip(missing, outs):
+                known[i] = out
+                _ANSWERS[keys[i]] = out
+            while len(_ANSWERS) > MAX_CACHED_ANSWERS:
+                _ANSWERS.popitem(last=False)
+    if known[1] is None:  # r_e = 0: the steered answer is the unsteered one
+        known[1] = known[0]
+    return known[0], known[1]
+
+
+def generate(prompt, r_e, max_new_tokens, session: TradeoffSession | None, request: gr.Request = None):
+    """API ``/generate``: (unsteered answer, answer steered with r_e) to the visitor's prompt, from
+    the vector on screen. Requests of many visitors are decoded together (``serving.BATCHER``);
+    answers written before are served from a cache; the request is dropped if the visitor leaves
+    before it runs."""
+    session = _session(session)
+    result = session.result
+    if result is None or result.vector is None:
+        raise InputError("No steering vector yet: open a preset or run a sweep first.")
+    r = inputs.number(r_e, "r_e", -inputs.MAX_ABS_R, inputs.MAX_ABS_R)
+    n_tokens = inputs.number(max_new_tokens, "Max new tokens", 1, limits().new_tokens, integer=True)
+    text = inputs.prompt_text(prompt)
+    layers = (result.summary or {}).get("layers") or result.vector.layers
+    c = result.config
+    loaded = _load(c.model, c.device, c.dtype)
+    text = inputs.prompt_text(text, loaded.tokenizer)
+    rendered = prompts.render_chat(loaded.tokenizer, text)
+    with session_cancel(request) as cancel:
+        unsteered, steered = answer_pair(loaded, result.vector, layers, rendered, r, n_tokens, cancel=cancel)
+    session.own = {"prompt": text, "unsteered": unsteered, "steered": steered, "r_e": r}
+    session.item = None
+    return unsteered, steered
+
+
+def after_generate(session: TradeoffSession | None):
+    """After Generate: the steered box labelled with the r_e used, the picker on 'your own
+    prompt', the browser told the answers are generated (internal event)."""
+    session = _session(session)
+    if not session.own:
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+    return (
+        gr.update(label=f"Steered (r_e = {label_number(session.own['r_e'])})"),
+        gr.update(choices=_picker_choices(session), value=OWN_PROMPT),
+        json.dumps({"mode": "generated", "r_e": session.own["r_e"]}),
+        _answer_note(session, {"mode": "generated"}),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Slider
+# ---------------------------------------------------------------------------------------------
+
+
+def set_coefficient(r_e, session: TradeoffSession | None):
+    """API ``/set_coefficient``: move the marker on every chart (interpolated; no model, no
+    recompute). A value outside the computed range is clamped to it, as the slider does."""
+    session = _session(session)
+    r = inputs.number(r_e, "r_e", -inputs.MAX_ABS_R, inputs.MAX_ABS_R)
+    if session.result is not None:
+        lo, hi = r_range(session.result)
+        r = min(max(r, lo), hi)
+    session.r_e = r
+    charts = chart_values(session.result, session.fits, r)
+    return (*charts, readout_markdown(session.result, session.fits, r))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,90 +452,21 @@ def load_preset(name: str, session: TradeoffSession | None):
 # ---------------------------------------------------------------------------------------------
 
 
-def grid_steps(r_min: float, r_max: float, r_step: float) -> int:
-    """Number of grid points from r_min to r_max with spacing r_step (rounded to a whole number)."""
-    for name, v in (("r_e min", r_min), ("r_e max", r_max), ("r_e step", r_step)):
-        if v is None or not math.isfinite(float(v)):
-            raise gr.Error(f"{name} must be a number.")
-    if r_step <= 0:
-        raise gr.Error("r_e step must be positive.")
-    if r_max <= r_min:
-        raise gr.Error("r_e max must be larger than r_e min.")
-    steps = int(round((r_max - r_min) / r_step)) + 1
-    if steps > MAX_GRID:
-        raise gr.Error(f"{steps} grid points is too many (limit {MAX_GRID}); use a larger r_e step.")
-    steps = max(steps, 2)
-    spacing = (r_max - r_min) / (steps - 1)
-    if abs(spacing - r_step) > 0.01 * r_step:
-        gr.Warning(
-            f"r_e step {r_step:g} does not divide [{r_min:g}, {r_max:g}]; using {steps} points "
-            f"{spacing:.4g} apart so the grid ends at r_e max."
-        )
-    return steps
-
-
-def build_config(
-    model: str,
-    behavior: str,
-    method: str,
-    first_layer: float,
-    last_layer: float,
-    r_min: float,
-    r_max: float,
-    r_step: float,
-    subjects: list[str] | None,
-    help_format: str,
-    n_pairs: float,
-    n_eval: float,
-    n_questions: float,
-) -> SweepConfig:
-    """The SweepConfig the form describes; invalid fields raise gr.Error naming the field."""
-    first, last = int(first_layer), int(last_layer)
-    if last < first:
-        raise gr.Error("The last layer must not come before the first layer.")
-    steps = grid_steps(float(r_min), float(r_max), float(r_step))
-    with user_errors("Experiment settings"):
-        return SweepConfig(
-            model=(model or "").strip() or DEFAULT_MODEL,
-            behavior=behavior or "harmless",
-            method=method,
-            layers=f"{first}:{last + 1}",
-            r_min=float(r_min),
-            r_max=float(r_max),
-            r_steps=steps,
-            n_pairs=int(n_pairs),
-            n_eval=int(n_eval),
-            helpfulness_subjects=list(subjects or []),
-            helpfulness_format=help_format,
-            n_questions_per_subject=int(n_questions) if subjects else 0,
-            name="custom sweep",
-        )
-
-
-def parse_upload(file) -> datasets.Behavior:
-    """A user behaviour from an uploaded CSV/JSONL; DataValidationError/UploadError say what to fix."""
-    data, name = read_upload(file, UPLOAD_SUFFIXES)
-    behavior = datasets.parse_user_behavior(data, name)
-    if not behavior.eval_prompts:
-        raise datasets.DataValidationError(
-            f"{name} has {len(behavior.pairs)} contrast pairs but no evaluation rows; add rows with kind=eval, "
-            "a prompt and aligned/misaligned answer starts (see the template) so B can be measured."
-        )
-    return behavior
-
-
-def check_upload(file) -> str:
-    """Validate an upload as soon as it arrives; the error toast says what to fix."""
+def check_upload(file):
+    """Validate an upload as soon as it arrives and set the form to it: behaviour 'custom' and the
+    counts a sweep will use. The error toast says what to fix."""
     if file is None:
-        return ""
+        return "", gr.skip(), gr.skip(), gr.skip()
     try:
         behavior = parse_upload(file)
     except ValueError as exc:
-        raise gr.Error(f"Upload rejected: {error_message(exc)}", duration=20) from exc
-    return (
+        raise gr.Error(f"Upload rejected: {error_message(exc)}", duration=20, print_exception=False) from None
+    n_pairs, n_eval, note = inputs.upload_counts(behavior)
+    status = (
         f"✓ {behavior.meta.get('file', 'upload')}: {len(behavior.pairs)} contrast pairs, "
-        f"{len(behavior.eval_prompts)} evaluation prompts. Choose behaviour 'custom' and run the sweep."
+        f"{len(behavior.eval_prompts)} evaluation prompts{note}. Behaviour set to 'custom'."
     )
+    return status, gr.update(value=CUSTOM), gr.update(value=n_pairs), gr.update(value=n_eval)
 
 
 def template_file() -> str:
@@ -515,39 +476,40 @@ def template_file() -> str:
     return str(path)
 
 
-@gpu
-def _load(spec: str):
-    return load_model(spec)
-
-
-@reports_errors("Model")
-def inspect_model(spec: str, first_layer: float = 0, last_layer: float = 0):
+def inspect_model(spec, first_layer=0, last_layer=0):
     """Load (and so warm) the model, then size the layer range to its decoder-layer count."""
-    spec = (spec or "").strip() or DEFAULT_MODEL
+    spec = inputs.model_spec(spec)
+    first = inputs.number(first_layer if first_layer is not None else 0, "First layer", 0, 4096, integer=True)
+    last = inputs.number(last_layer if last_layer is not None else 0, "Last layer", 0, 4096, integer=True)
     loaded = _load(spec)
     n = loaded.n_layers
     info = (
         f"`{spec}`: {n} decoder layers, hidden size {loaded.hidden_size}, {str(loaded.dtype).replace('torch.', '')} "
         f"on {loaded.device}{'' if loaded.has_chat_template else ' · no chat template (plain User:/Assistant: format)'}"
     )
-    first = min(int(first_layer or 0), n - 1)
-    last = min(max(int(last_layer or 0), first), n - 1)
+    first = min(first, n - 1)
+    last = min(max(last, first), n - 1)
     return gr.update(maximum=n - 1, value=first), gr.update(maximum=n - 1, value=last), info
 
 
-def form_values(session: TradeoffSession, current_prompt: str = "") -> tuple:
-    """Fill the experiment form from the result on screen, so 'Run sweep' starts from it. The prompt
-    becomes the behaviour's example unless the user typed their own."""
+FORM_SIZE = 16
+
+
+def form_values(session: TradeoffSession | None, current_prompt: str = "") -> tuple:
+    """Fill the experiment form from the result on screen, so 'Run sweep' starts from it."""
+    session = _session(session)
     if session.result is None:
-        return (gr.update(),) * 15
+        return (gr.update(),) * FORM_SIZE
     c = session.result.config
     n_layers = int(((session.result.summary or {}).get("model") or {}).get("n_layers") or DEFAULT_LAYER_COUNT)
+    n_layers = max(1, min(n_layers, 4096))
     try:
         layers = resolve_layers(c.layers, n_layers)
     except ValueError:
         layers = [0, n_layers - 1]
     step = (c.r_max - c.r_min) / max(c.r_steps - 1, 1)
     behavior = c.behavior if c.behavior in datasets.BUILTIN_BEHAVIORS else CUSTOM
+    own = (current_prompt or "").strip() if isinstance(current_prompt, str) else ""
     return (
         gr.update(value=c.model),
         gr.update(value=behavior),
@@ -559,19 +521,61 @@ def form_values(session: TradeoffSession, current_prompt: str = "") -> tuple:
         gr.update(value=round(step, 6)),
         gr.update(value=list(c.helpfulness_subjects)),
         gr.update(value=c.helpfulness_format),
-        gr.update(value=c.n_pairs),
+        gr.update(value=min(c.n_pairs, limits().texts_per_request)),
         gr.update(value=c.n_eval),
         gr.update(value=c.n_questions_per_subject),
-        gr.update(value=DEFAULT_PROMPTS.get(c.behavior, current_prompt))
-        if (current_prompt or "").strip() in ("", *DEFAULT_PROMPTS.values())
+        gr.update(value=c.behavior_mode),
+        gr.update(value=DEFAULT_PROMPTS.get(c.behavior, own))
+        if own in ("", *DEFAULT_PROMPTS.values()) and not answer_prompts(session.result)
         else gr.update(),
         f"{n_layers} decoder layers (from the results)",
     )
 
 
+def plan_sweep(model, behavior, upload, r_min, r_max, r_step, subject_list, n_eval, n_questions, behavior_mode):
+    """The sweep's size and estimated time, shown before it starts (internal event, no model)."""
+    try:
+        _, _, steps, note = inputs.grid_steps(r_min, r_max, r_step)
+        spec = inputs.model_spec(model)
+        mode = inputs.choice(behavior_mode or "first_token", "B measured from", inputs.BEHAVIOR_MODES)
+        subject_list = inputs.subjects(subject_list)
+        n_eval = inputs.number(n_eval, "Behaviour prompts", 1, inputs.MAX_ITEMS, integer=True)
+        n_q = inputs.number(n_questions, "Questions per subject", 0, inputs.MAX_ITEMS, integer=True)
+        available = None
+        if behavior == CUSTOM and upload is not None:
+            try:
+                available = inputs.upload_counts(parse_upload(upload))[1]
+            except ValueError:
+                available = None
+        config = dataclasses.replace(
+            _PLAN_CONFIG,
+            model=spec,
+            behavior=behavior if isinstance(behavior, str) else "harmless",
+            r_steps=steps,
+            n_eval=n_eval,
+            behavior_mode=mode,
+            helpfulness_subjects=subject_list,
+            n_questions_per_subject=n_q if subject_list else 0,
+        )
+        return inputs.plan_markdown(inputs.plan(config, available), note)
+    except ValueError as exc:
+        return f"✗ {error_message(exc)}"
+
+
+_PLAN_CONFIG = inputs.SweepConfig(helpfulness_subjects=[], n_questions_per_subject=0)
+
+
 # ---------------------------------------------------------------------------------------------
 # Sweeps
 # ---------------------------------------------------------------------------------------------
+
+
+def _sweep_outputs(session, status, preset=gr.skip(), description=gr.skip(), charts=True):
+    if not charts:
+        skip = gr.skip()
+        return (session, skip, skip, skip, skip, skip, skip, skip, status, preset, description, skip)
+    b, h, c, t, readout, summary, caption = view(session)
+    return (session, b, h, c, t, slider_update(session), readout, summary, status, preset, description, caption)
 
 
 @gpu(duration=600)
@@ -590,13 +594,17 @@ def run_sweep_stream(
     n_pairs,
     n_eval,
     n_questions,
-    session,
+    behavior_mode="first_token",
+    session=None,
+    request: gr.Request = None,
     progress=gr.Progress(),
 ):
-    """API ``/run_sweep``: stream (plots, slider, readout, summary, status) as the grid fills in,
-    iterating the engine's ``iter_sweep`` events."""
-    session = session if isinstance(session, TradeoffSession) else TradeoffSession()
-    config = build_config(
+    """API ``/run_sweep``: stream (charts, slider, readout, summary, status, preset box, description,
+    caption) as the grid fills in, iterating the engine's ``iter_sweep`` events. Refused above the
+    row cap; cancellable (Cancel button, or the visitor leaving); a rerun with the same settings
+    continues from the batches a cancelled run finished."""
+    session = _session(session)
+    config, note = inputs.build_config(
         model,
         behavior,
         method,
@@ -610,145 +618,152 @@ def run_sweep_stream(
         n_pairs,
         n_eval,
         n_questions,
+        behavior_mode,
     )
     custom = None
-    if behavior == CUSTOM:
+    if config.behavior == CUSTOM:
         if upload is None:
-            raise gr.Error("Behaviour 'custom' needs an uploaded CSV/JSONL of contrast pairs (download the template).")
-        with user_errors("Upload"):
+            raise InputError(
+                "Behaviour 'custom' needs an uploaded CSV/JSONL of contrast pairs (download the template)."
+            )
+        try:
             custom = parse_upload(upload)
+        except ValueError as exc:
+            raise InputError(f"Upload rejected: {error_message(exc)}") from None
+        max_pairs, max_eval, _ = inputs.upload_counts(custom)
         config = dataclasses.replace(
-            config, n_pairs=min(max(len(custom.pairs), 2), 2000), n_eval=min(max(len(custom.eval_prompts), 1), 2000)
+            config, n_pairs=max(2, min(config.n_pairs, max_pairs)), n_eval=max(1, min(config.n_eval, max_eval))
         )
-    cancel = threading.Event()
-    if session.cancel is not None:
-        session.cancel.set()  # a new sweep replaces this session's previous one
-    session.cancel = cancel
-    label = f"Sweep: {config.behavior} on {config.model}"
-    progress(0.0, desc="Loading the model and extracting the steering vector…")
-    status = "⏳ Loading the model and extracting the steering vector…"
-    yield (session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), status)
+        custom = dataclasses.replace(
+            custom, pairs=custom.pairs[: config.n_pairs], eval_prompts=custom.eval_prompts[: config.n_eval]
+        )
+    p = inputs.plan(config, len(custom.eval_prompts) if custom else None)
+    inputs.check_plan(p)
+    if note:
+        gr.Warning(note)
+    label = f"Your sweep: {config.behavior} on {config.model}"
+    with session_cancel(request) as cancel:
+        if session.cancel is not None:
+            session.cancel.set()  # a new sweep replaces this session's previous one
+        session.cancel = cancel
+        progress(0.0, desc="Loading the model…")
+        status = f"⏳ Starting: {p.rows:,} rows, {inputs.duration_text(p.seconds)} on this machine. Loading the model…"
+        yield _sweep_outputs(session, status, gr.update(value=None), f"*{label} (not a preset)*", charts=False)
+        yield from _sweep(config, custom, session, cancel, label, progress, p)
+
+
+# Sweeps cancelled in this process, by what they compute: the engine keeps their finished batches
+# and a rerun with the same settings continues from them; this lets the status line say so.
+_CANCELLED: dict[str, int] = {}
+_MAX_CANCELLED = 256
+
+
+def _sweep_key(config, custom) -> str:
+    return json.dumps([config.to_dict(), getattr(custom, "data_hash", None)], sort_keys=True, default=str)
+
+
+def _sweep(config, custom, session, cancel, label, progress, plan):
+    vector = loaded = None
+    key = _sweep_key(config, custom)
+    resumed = _CANCELLED.get(key)
+    first = None  # (time, rows done) at the first progress event: the rate counts rows computed after it
     last_partial: SweepResult | None = None
     last_draw = 0.0
-    # The engine yields between batches; closing this generator (client gone) closes it too, and
-    # Cancel sets the switch it checks before the next batch.
-    events = iter_sweep(config, behavior=custom, cancel=cancel, partial_every=1)
+    done, total = 0, plan.rows
     try:
-        for event in events:
-            if event.kind == "stage":
-                progress(0.0, desc=event.message)
-            elif event.kind == "progress":
-                progress((event.done, event.total), desc="Sweeping r_e (coarse grid first)", unit="rows")
-                if event.result is not None:
-                    last_partial = event.result
-                if last_partial is not None and time.perf_counter() - last_draw >= PARTIAL_REDRAW_S:
-                    last_draw = time.perf_counter()
-                    session.show(last_partial, label)
-                    b, h, t, readout, summary = view(session)
-                    share = 100 * event.done / max(event.total, 1)
-                    yield (
-                        session,
-                        b,
-                        h,
-                        t,
-                        slider_update(session),
-                        readout,
-                        summary,
-                        f"⏳ {event.done}/{event.total} rows ({share:.0f}%) — curves fill in coarse grid first, "
-                        "then refine",
+        if custom is not None:
+            # Uploads: the texts are checked in tokens once the tokenizer is known, and the vector
+            # is extracted here so Cancel also stops the extraction (between forward passes).
+            loaded = _load(config.model, config.device, config.dtype)
+            inputs.check_upload_tokens(custom, loaded.tokenizer, config.n_pairs, config.n_eval)
+            progress(0.0, desc="Extracting the steering vector…")
+            yield _sweep_outputs(session, "⏳ Extracting the steering vector from your contrast pairs…", charts=False)
+            layers = resolve_layers(config.layers, loaded.n_layers)
+            vector = extract_vector(
+                loaded,
+                custom.pairs,
+                config.method,
+                layers,
+                behavior=custom.name,
+                template=custom.template,
+                positive=custom.description,
+                cancel=cancel,
+            )
+        events = iter_sweep(config, loaded=loaded, behavior=custom, vector=vector, cancel=cancel, partial_every=1)
+        try:
+            for event in events:
+                if event.kind == "stage":
+                    progress(0.0, desc=event.message)
+                    total = event.total or total
+                    done = max(done, event.done)
+                    message = f"{event.message[:1].upper()}{event.message[1:]}…"
+                    line = (
+                        f"{_progress_line(done, total, first, resumed)} · {message}" if event.total else f"⏳ {message}"
                     )
-            elif event.kind == "done":
-                session.show(event.result, label)
-                b, h, t, readout, summary = view(session)
-                took = event.result.summary.get("timings") or {}
-                status = (
-                    f"✓ Done{' (from cache)' if event.result.from_cache else ''} in "
-                    f"{fmt(took.get('total_s', took.get('served_from_cache_s')))} s."
-                )
-                yield (session, b, h, t, slider_update(session), readout, summary, status)
-                return
-    except SweepCancelled:
-        gr.Warning("Sweep cancelled; the partial curves stay on screen and a rerun continues from them.")
+                    yield _sweep_outputs(session, line, charts=False)
+                elif event.kind == "progress":
+                    done, total = event.done, event.total or total
+                    if first is None:
+                        first = (time.perf_counter(), done)
+                    progress((done, total), desc="Sweeping r_e (coarse grid first)", unit="rows")
+                    if event.result is not None:
+                        last_partial = event.result
+                    if last_partial is not None and time.perf_counter() - last_draw >= PARTIAL_REDRAW_S:
+                        last_draw = time.perf_counter()
+                        session.show(last_partial, label)
+                        yield _sweep_outputs(session, _progress_line(done, total, first, resumed))
+                elif event.kind == "done":
+                    result = event.result
+                    session.show(result, label)
+                    _CANCELLED.pop(key, None)
+                    if not result.from_cache:
+                        inputs.record_throughput(config, result.summary)
+                    took = result.summary.get("timings") or {}
+                    status = (
+                        f"✓ Done{' (from cache)' if result.from_cache else ''} in "
+                        f"{fmt(took.get('total_s', took.get('served_from_cache_s')))} s"
+                        + (f", continuing from the {resumed:,} rows of the cancelled run" if resumed else "")
+                        + "."
+                    )
+                    yield _sweep_outputs(session, status, gr.update(value=None), f"*{label} (not a preset)*")
+                    return
+        finally:
+            events.close()
+    except (SweepCancelled, Cancelled):
+        if done:
+            _CANCELLED[key] = max(done, resumed or 0)
+            while len(_CANCELLED) > _MAX_CANCELLED:
+                _CANCELLED.pop(next(iter(_CANCELLED)))
+        gr.Warning("Sweep cancelled; the partial curves stay on screen and a rerun with the same settings continues.")
         if last_partial is not None:
             session.show(last_partial, label + " (cancelled)")
-        b, h, t, readout, summary = view(session)
-        yield (session, b, h, t, slider_update(session), readout, summary, "✗ Cancelled.")
-    except ValueError as exc:
-        raise gr.Error(f"Sweep: {error_message(exc)}", duration=20) from exc
+        where = f" after {done:,} of {total:,} rows" if done else ""
+        yield _sweep_outputs(
+            session,
+            f"✗ Cancelled{where}. Press Run sweep again with the same settings to continue from the finished batches.",
+            gr.update(value=None),
+            f"*{label} (cancelled; not a preset)*",
+            charts=last_partial is not None,
+        )
     finally:
         cancel.set()  # no-op after a finished sweep
-        events.close()
 
 
-def cancel_sweep(session: TradeoffSession | None) -> str:
+def _progress_line(done: int, total: int, first: tuple | None, resumed: int | None) -> str:
+    share = 100 * done / max(total, 1)
+    eta = ""
+    if first is not None and done > first[1]:
+        rate = (done - first[1]) / max(time.perf_counter() - first[0], 1e-6)
+        eta = f" · {inputs.duration_text((total - done) / rate)} left"
+    again = f" · continuing from the {resumed:,} rows of the cancelled run" if resumed else ""
+    return f"⏳ {done:,}/{total:,} rows ({share:.0f}%){eta}{again}"
+
+
+def cancel_sweep(session: TradeoffSession | None):
     if isinstance(session, TradeoffSession) and session.cancel is not None and not session.cancel.is_set():
         session.cancel.set()
         return "⏹ Cancelling after the current batch…"
     return gr.skip()
-
-
-# ---------------------------------------------------------------------------------------------
-# Slider and generation
-# ---------------------------------------------------------------------------------------------
-
-
-def set_coefficient(r_e: float, session: TradeoffSession | None):
-    """API ``/set_coefficient``: move the marker on every chart (interpolated; no model, no recompute)."""
-    session = session if isinstance(session, TradeoffSession) else TradeoffSession()
-    try:
-        r = float(r_e)
-    except (TypeError, ValueError):
-        raise gr.Error(f"r_e must be a number, not {r_e!r}.") from None
-    if not math.isfinite(r):
-        raise gr.Error("r_e must be finite.")
-    session.r_e = r
-    b, h, t = chart_values(session, r)
-    return b, h, t, readout_markdown(session.result, session.fits, r)
-
-
-@gpu
-def _generate_pair(
-    model: str, device: str, dtype: str, vector, layers, prompt: str, r_e: float, max_new_tokens: int
-) -> tuple[str, str]:
-    loaded = load_model(model, device=device, dtype=dtype)
-    text = prompts.render_chat(loaded.tokenizer, prompt)
-    # One batch, one coefficient per row: the unsteered row runs in the very same forward passes.
-    unsteered, steered = runner.generate(
-        loaded, [text, text], vector, layers, [0.0, r_e], max_new_tokens=max_new_tokens
-    )
-    return unsteered, steered
-
-
-def generate(prompt: str, r_e: float, max_new_tokens: float, session: TradeoffSession | None) -> tuple[str, str]:
-    """API ``/generate``: (unsteered answer, answer steered with r_e) to the user's prompt."""
-    prompt = (prompt or "").strip()
-    if not prompt:
-        raise gr.Error("Type a prompt first.")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise gr.Error(f"The prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}.")
-    try:
-        r = float(r_e)
-        n_tokens = int(max_new_tokens)
-    except (TypeError, ValueError):
-        raise gr.Error("r_e and max new tokens must be numbers.") from None
-    if not math.isfinite(r) or abs(r) > 1e4:
-        raise gr.Error("r_e must be a finite number with |r_e| <= 10000.")
-    if not 1 <= n_tokens <= 256:
-        raise gr.Error("Max new tokens must be between 1 and 256.")
-    result = session.result if isinstance(session, TradeoffSession) else None
-    if result is None or result.vector is None:
-        raise gr.Error("No steering vector yet: open a preset or run a sweep first.")
-    layers = (result.summary or {}).get("layers") or result.vector.layers
-    c = result.config
-    with user_errors("Generation"):
-        return _generate_pair(c.model, c.device, c.dtype, result.vector, layers, prompt, r, n_tokens)
-
-
-def generate_on_release(prompt: str, r_e: float, max_new_tokens: float, session: TradeoffSession | None):
-    """Slider release: regenerate only when there is a prompt (an empty box is not an error here)."""
-    if not (prompt or "").strip():
-        return gr.skip(), gr.skip()
-    return generate(prompt, r_e, max_new_tokens, session)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -759,7 +774,8 @@ _SHARED_EXPORTS: dict[int, list[str]] = {}
 
 
 def write_result_files(result: SweepResult, out: Path) -> list[str]:
-    """results.csv (curves), items.csv, results.json (config + summary + curves), vector safetensors + JSON."""
+    """results.csv (curves), items.csv, texts.csv (answers), results.json (config + summary +
+    curves), vector safetensors + JSON."""
     files = [out / "results.csv", out / "items.csv", out / "results.json"]
     result.aggregates.to_csv(files[0], index=False)
     result.items.to_csv(files[1], index=False)
@@ -770,6 +786,9 @@ def write_result_files(result: SweepResult, out: Path) -> list[str]:
         "results": result.aggregates.to_dict(orient="records"),
     }
     files[2].write_text(json.dumps(doc, indent=2, default=_json_default), encoding="utf-8")
+    if result.texts is not None and not result.texts.empty:
+        files.append(out / "texts.csv")
+        result.texts.to_csv(files[-1], index=False)
     if result.vector is not None:
         files.extend(result.vector.save(out / "steering_vector"))
     return [str(f) for f in files]
@@ -813,12 +832,12 @@ def _png_available() -> str | None:
     return None
 
 
-@reports_errors("Chart export")
 def export_charts(session: TradeoffSession | None) -> list[str]:
-    """charts.html (all three, interactive, self-contained) and one PNG per chart when possible."""
+    """charts.html (all four, interactive, self-contained) and one PNG per chart when possible,
+    each titled with the model, behaviour and layers."""
     if not isinstance(session, TradeoffSession) or session.result is None:
-        raise gr.Error("Nothing to export yet.")
-    figs = build_figures(session.result, session.fits, session.r_e)
+        raise InputError("Nothing to export yet: open a preset or run a sweep.")
+    figs = build_figures(session.result, session.fits, session.r_e, title=True)
     out = new_export_dir("charts")
     session.export_dirs.append(out)
     html = out / "charts.html"
@@ -836,12 +855,17 @@ def export_charts(session: TradeoffSession | None) -> list[str]:
     if reason is None:
         import plotly.io as pio
 
-        names = [out / f"{cid.replace('-plot', '')}.png" for cid in CHART_IDS]
+        names = [out / f"{name}.png" for name in CHART_NAMES]
         try:
-            pio.write_images(list(figs), names, width=900, height=420, scale=2)
-            files.extend(str(p) for p in names)
+            pio.write_images(list(figs), names, width=900, height=440, scale=2)
+            for fig, name in zip(figs, names):  # one at a time where the batch call left a file out
+                if not name.is_file():
+                    pio.write_image(fig, name, width=900, height=440, scale=2)
+            files.extend(str(p) for p in names if p.is_file())
+            if len(files) == 1:
+                reason = "kaleido wrote no image"
         except Exception as exc:  # kaleido failing to drive the browser is an environment problem
-            log.warning("PNG export failed: %s", exc)
+            log.warning("PNG export failed: %s", type(exc).__name__)
             reason = f"kaleido could not render ({type(exc).__name__})"
     if reason is not None:
         gr.Warning(
@@ -854,6 +878,16 @@ def export_charts(session: TradeoffSession | None) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Layout
 # ---------------------------------------------------------------------------------------------
+
+CSS = """
+#re-readout { font-size: 0.95rem; }
+#fit-summary { font-size: 0.88rem; }
+#b-caption { font-size: 0.85rem; color: var(--body-text-color-subdued); }
+#b-caption p { margin: 0; }
+#answer-table { display: none; }
+#answer-note p { margin: 0; }
+#preset-info { font-size: 0.9rem; }
+"""
 
 
 def build_tradeoff_tab() -> None:
@@ -870,39 +904,131 @@ def build_tradeoff_tab() -> None:
             notice = f"⚠ {exc.message}"
     else:
         notice = f"⚠ No presets found in {presets_dir()}; build an experiment below."
-    readout0 = readout_markdown(initial.result, initial.fits, initial.r_e)
-    summary0 = summary_markdown(initial.result, initial.fits, initial.label)
     lo, hi = r_range(initial.result) if initial.result is not None else (-8.0, 8.0)
     first_description = presets[initial_name].description if initial_name else ""
     form0 = form_values(initial) if initial.result is not None else None
+    answers0 = answers_view(initial)
 
     def form_default(i: int, fallback):
         return form0[i]["value"] if form0 is not None and "value" in form0[i] else fallback
 
     state = gr.State(initial, time_to_live=6 * 3600, delete_callback=cleanup_session)
 
+    # --- First screen: preset and prompt, slider and readout, the two answers -----------------
     with gr.Row(equal_height=True):
         preset_choice = gr.Dropdown(
             names,
             value=initial_name,
-            label="Preset",
+            label="Preset (precomputed: opens instantly)",
             scale=2,
+            min_width=220,
             elem_id="preset-choice",
-            info="Opens instantly from precomputed results",
         )
-        preset_info = gr.Markdown(notice or (f"*{first_description}*" if first_description else ""))
+        prompt_picker = gr.Dropdown(
+            **{k: v for k, v in answers0[0].items() if k in ("choices", "value", "visible")},
+            label="Prompt (held-out; opens on one whose answer steering changes)",
+            scale=4,
+            elem_id="prompt-picker",
+        )
+    preset_info = gr.Markdown(
+        notice or (f"*{first_sentence(first_description)}*" if first_description else ""), elem_id="preset-info"
+    )
+    with gr.Row(equal_height=True):
+        slider = gr.Slider(
+            lo,
+            hi,
+            value=initial.r_e,
+            step=slider_step(lo, hi),
+            label="r_e (steering coefficient): drag to steer",
+            elem_id="re-slider",
+            scale=3,
+        )
+        readout = gr.Markdown(
+            readout_markdown(initial.result, initial.fits, initial.r_e), elem_id="re-readout", container=True
+        )
+    caption = gr.Markdown(b_caption(initial.result), elem_id="b-caption")
+    with gr.Row(equal_height=True):
+        unsteered = gr.Textbox(
+            answers0[1]["value"],
+            label=UNSTEERED_LABEL,
+            lines=5,
+            max_lines=8,
+            interactive=False,
+            elem_id="unsteered-text",
+        )
+        steered = gr.Textbox(
+            answers0[2]["value"],
+            label=answers0[2]["label"],
+            lines=5,
+            max_lines=8,
+            interactive=False,
+            elem_id="steered-text",
+        )
+        baseline_text = gr.Textbox(
+            answers0[3]["value"],
+            label="Prompting baseline (asked with a system prompt, no steering)",
+            lines=5,
+            max_lines=8,
+            interactive=False,
+            visible=answers0[3]["visible"],
+            elem_id="baseline-text",
+        )
+    answer_table_box = gr.HTML(
+        answers0[4],
+        html_template='<div class="mrepe-answer-table"></div>',
+        js_on_load=ANSWER_TABLE_MOUNT_JS,
+        apply_default_css=False,
+        container=False,
+        show_label=False,
+        head=plotly_head(),
+        elem_id="answer-table",
+    )
+    with gr.Row(equal_height=True):
+        prompt = gr.Textbox(
+            answers0[6].get("value", ""),
+            label="Your own prompt",
+            placeholder="Type your own prompt, then press Generate",
+            scale=5,
+            lines=1,
+            max_lines=4,
+            max_length=limits().prompt_tokens * 16,
+            elem_id="user-prompt",
+        )
+        max_tokens = gr.Slider(
+            8, max(8, limits().new_tokens), value=48, step=8, label="Max new tokens", scale=1, min_width=140
+        )
+        generate_btn = gr.Button("Generate", variant="primary", scale=1, min_width=120, elem_id="generate")
+    answer_note = gr.Markdown(answers0[5], elem_id="answer-note")
 
+    # --- Charts -----------------------------------------------------------------------------
+    charts0 = chart_values(initial.result, initial.fits, initial.r_e)
+    with gr.Row():
+        behavior_plot = plotly_chart(label="Behaviour B vs r_e", elem_id=CHART_IDS[0], height=CHART_HEIGHT)
+        helpfulness_plot = plotly_chart(label="Helpfulness vs r_e", elem_id=CHART_IDS[1], height=CHART_HEIGHT)
+        coherence_plot = plotly_chart(label="Coherence vs r_e", elem_id=CHART_IDS[2], height=CHART_HEIGHT)
+    with gr.Row():
+        tradeoff_plot = plotly_chart(
+            label="Trade-off: helpfulness vs B (points labelled by r_e)", elem_id=CHART_IDS[3], height=CHART_HEIGHT
+        )
+        summary = gr.Markdown(summary_markdown(initial.result, initial.fits, initial.label), elem_id="fit-summary")
+    plots = [behavior_plot, helpfulness_plot, coherence_plot, tradeoff_plot]
+    # Initial charts are baked into the page config, so they draw without any request.
+    for component, value in zip(plots, charts0):
+        component.value = value
+
+    # --- Experiment form --------------------------------------------------------------------
     with gr.Accordion("Build an experiment", open=False, elem_id="experiment"):
         with gr.Row():
             model = gr.Textbox(
                 form_default(0, DEFAULT_MODEL),
                 label="Model",
                 scale=3,
+                max_length=inputs.MAX_MODEL_TOKENS * 16,
                 elem_id="model-input",
                 info="Embedded default, a Hugging Face id, a local folder or a .gguf path "
                 "(press Enter to load and size the layer range)",
             )
-            model_info = gr.Markdown(form0[14] if form0 else "", elem_id="model-info")
+            model_info = gr.Markdown(form0[15] if form0 else "", elem_id="model-info")
         with gr.Row():
             behavior = gr.Dropdown(
                 [(f"{k} — {v}", k) for k, v in datasets.BUILTIN_BEHAVIORS.items()]
@@ -910,8 +1036,20 @@ def build_tradeoff_tab() -> None:
                 value=form_default(1, "harmless"),
                 label="Behaviour",
                 scale=3,
+                elem_id="behavior-choice",
             )
             method = gr.Radio(["pca", "mean_diff"], value=form_default(2, "pca"), label="Extraction method", scale=1)
+            behavior_mode = gr.Radio(
+                [
+                    ("generated answers (slow)", "generate"),
+                    ("sequence proxy", "proxy"),
+                    ("next-token proxy (fast)", "first_token"),
+                ],
+                value=form_default(13, "first_token"),
+                label="B measured from",
+                scale=2,
+                elem_id="behavior-mode",
+            )
         with gr.Row():
             upload = gr.File(
                 label="Your behaviour (CSV or JSONL, ≤ 5 MB)",
@@ -932,9 +1070,9 @@ def build_tradeoff_tab() -> None:
                 0, n_layers0 - 1, value=form_default(4, 17), step=1, label="Last layer", elem_id="last-layer"
             )
         with gr.Row():
-            r_min = gr.Number(form_default(5, -8.0), label="r_e min", elem_id="r-min")
-            r_max = gr.Number(form_default(6, 8.0), label="r_e max", elem_id="r-max")
-            r_step = gr.Number(form_default(7, 0.8), label="r_e step", minimum=0, elem_id="r-step")
+            r_min = gr.Number(form_default(5, -8.0), label="r_e min", minimum=-1e4, maximum=1e4, elem_id="r-min")
+            r_max = gr.Number(form_default(6, 8.0), label="r_e max", minimum=-1e4, maximum=1e4, elem_id="r-max")
+            r_step = gr.Number(form_default(7, 0.8), label="r_e step", minimum=0.001, maximum=2e4, elem_id="r-step")
         with gr.Row():
             subjects = gr.Dropdown(
                 datasets.mmlu_subjects(),
@@ -953,68 +1091,37 @@ def build_tradeoff_tab() -> None:
                 label="Contrast pairs (extraction)",
                 precision=0,
                 minimum=2,
-                maximum=2000,
+                maximum=limits().texts_per_request,
                 elem_id="n-pairs",
             )
             n_eval = gr.Number(
-                form_default(11, 40), label="Behaviour prompts", precision=0, minimum=1, maximum=2000, elem_id="n-eval"
+                form_default(11, 40),
+                label="Behaviour prompts",
+                precision=0,
+                minimum=1,
+                maximum=inputs.MAX_ITEMS,
+                elem_id="n-eval",
             )
             n_questions = gr.Number(
                 form_default(12, 50),
                 label="Questions per subject",
                 precision=0,
                 minimum=0,
-                maximum=2000,
+                maximum=inputs.MAX_ITEMS,
                 elem_id="n-questions",
             )
+        plan_md = gr.Markdown(elem_id="sweep-plan")
         with gr.Row():
             run_btn = gr.Button("Run sweep", variant="primary", elem_id="run-sweep")
             cancel_btn = gr.Button("Cancel", variant="stop", elem_id="cancel-sweep")
         sweep_status = gr.Markdown(elem_id="sweep-status")
 
-    with gr.Row(equal_height=True):
-        slider = gr.Slider(
-            lo,
-            hi,
-            value=initial.r_e,
-            step=slider_step(lo, hi),
-            label="r_e (steering coefficient)",
-            elem_id="re-slider",
-            scale=2,
-            info="Release to move the marker on every chart and regenerate the answers below",
-        )
-        readout = gr.Markdown(readout0, elem_id="re-readout")
-    with gr.Row():
-        behavior_plot = plotly_chart(label="Behaviour expectation B vs r_e", elem_id=CHART_IDS[0])
-        helpfulness_plot = plotly_chart(label="Helpfulness vs r_e", elem_id=CHART_IDS[1])
-    with gr.Row():
-        tradeoff_plot = plotly_chart(label="Trade-off: helpfulness vs behaviour", elem_id=CHART_IDS[2])
-        summary = gr.Markdown(summary0, elem_id="fit-summary")
-
-    with gr.Group():
-        with gr.Row(equal_height=True):
-            prompt = gr.Textbox(
-                form_default(13, DEFAULT_PROMPTS["harmless"]),
-                label="Your prompt",
-                scale=4,
-                lines=2,
-                max_length=MAX_PROMPT_CHARS,
-                elem_id="user-prompt",
-            )
-            with gr.Column(scale=1, min_width=160):
-                max_tokens = gr.Slider(8, 128, value=48, step=8, label="Max new tokens")
-                generate_btn = gr.Button("Generate", variant="secondary", elem_id="generate")
-        with gr.Row():
-            unsteered = gr.Textbox(label="Unsteered (r_e = 0)", lines=5, interactive=False, elem_id="unsteered-text")
-            steered = gr.Textbox(
-                label="Steered (r_e from the slider)", lines=5, interactive=False, elem_id="steered-text"
-            )
-
     with gr.Accordion("Export", open=False):
         gr.Markdown(
-            "Results as CSV/JSON and the steering vector (safetensors + JSON) for what is on screen; "
-            "charts as one interactive HTML file plus PNGs (PNG needs kaleido and Chromium on the server; "
-            "each chart's toolbar camera icon also downloads a PNG)."
+            "Results as CSV/JSON, the answers (texts.csv) and the steering vector (safetensors + JSON) for "
+            "what is on screen; charts as one interactive HTML file plus PNGs titled with the model, behaviour "
+            "and layers (PNG needs kaleido and Chromium on the server; each chart's toolbar camera icon also "
+            "downloads a PNG)."
         )
         files = gr.File(
             result_files(initial),
@@ -1026,10 +1133,6 @@ def build_tradeoff_tab() -> None:
         chart_btn = gr.Button("Export charts (HTML + PNG)", size="sm")
         chart_files = gr.File(label="Charts", file_count="multiple", interactive=False)
 
-    plots = [behavior_plot, helpfulness_plot, tradeoff_plot]
-    # Initial charts are baked into the page config, so they draw without any request.
-    for component, value in zip(plots, chart_values(initial, initial.r_e)):
-        component.value = value
     form = [
         model,
         behavior,
@@ -1044,26 +1147,29 @@ def build_tradeoff_tab() -> None:
         n_pairs,
         n_eval,
         n_questions,
+        behavior_mode,
         prompt,
         model_info,
     ]
+    answer_outputs = [prompt_picker, unsteered, steered, baseline_text, answer_table_box, answer_note, prompt]
+    instant = dict(queue=False, api_visibility="private", show_progress="hidden")
+    plan_inputs = [model, behavior, upload, r_min, r_max, r_step, subjects, n_eval, n_questions, behavior_mode]
 
-    # Preset: charts at once (no model), then the form and files behind it (internal, not API).
-    preset_choice.change(
+    # Preset: charts at once (no model, never behind model work), then the answers, the form and
+    # the files behind it. .input: only a person's choice opens a preset (a sweep clears the box).
+    preset_choice.input(
         load_preset,
         [preset_choice, state],
-        [state, *plots, slider, readout, summary, preset_info],
+        [state, *plots, slider, readout, summary, preset_info, caption],
         api_name="load_preset",
+        concurrency_id=INSTANT_QUEUE,
         concurrency_limit=None,
         show_progress="hidden",
-    ).success(
-        form_values,
-        [state, prompt],
-        form,
-        queue=False,
-        api_visibility="private",
-        show_progress="hidden",
-    ).success(result_files, [state], [files], queue=False, api_visibility="private", show_progress="hidden")
+    ).success(answers_view, [state], answer_outputs, **instant).success(
+        form_values, [state, prompt], form, **instant
+    ).success(result_files, [state], [files], **instant).success(plan_sweep, plan_inputs, [plan_md], **instant)
+
+    prompt_picker.input(choose_prompt, [prompt_picker, slider, state], answer_outputs, **instant)
 
     sweep = run_btn.click(
         run_sweep_stream,
@@ -1082,51 +1188,54 @@ def build_tradeoff_tab() -> None:
             n_pairs,
             n_eval,
             n_questions,
+            behavior_mode,
             state,
         ],
-        [state, *plots, slider, readout, summary, sweep_status],
+        [state, *plots, slider, readout, summary, sweep_status, preset_choice, preset_info, caption],
         api_name="run_sweep",
         concurrency_id=MODEL_QUEUE,
         concurrency_limit=1,
         show_progress="full",
         show_progress_on=[sweep_status],
     )
-    sweep.success(result_files, [state], [files], queue=False, api_visibility="private", show_progress="hidden")
-    cancel_btn.click(cancel_sweep, [state], [sweep_status], queue=False, api_visibility="private")
+    sweep.success(answers_view, [state], answer_outputs, **instant).success(result_files, [state], [files], **instant)
+    cancel_btn.click(cancel_sweep, [state], [sweep_status], **instant)
+    gr.on(
+        [c.change for c in plan_inputs],
+        plan_sweep,
+        plan_inputs,
+        [plan_md],
+        trigger_mode="always_last",
+        **instant,
+    )
 
-    # Queued (not queue=False): only queued events turn a gr.Error into a toast in the browser.
+    # Queued (not queue=False): only queued events turn an error into a toast in the browser.
     upload.upload(
         check_upload,
         [upload],
-        [upload_status],
+        [upload_status, behavior, n_pairs, n_eval],
         api_visibility="private",
+        concurrency_id=INSTANT_QUEUE,
         concurrency_limit=None,
         show_progress="hidden",
     )
+    upload.clear(lambda: "", None, [upload_status], **instant)
     for trigger in (model.submit, model.blur):
         trigger(
             inspect_model,
             [model, first_layer, last_layer],
             [first_layer, last_layer, model_info],
             api_visibility="private",
-            concurrency_id=MODEL_QUEUE,
+            concurrency_id=MODEL_LOAD_QUEUE,
             concurrency_limit=1,
             trigger_mode="always_last",
         )
 
-    # The slider: marker redraws bypass the queue; generation waits its turn in the model queue.
-    # The browser moves the markers and readout at once from tables in the figures; the server's
-    # answer (same API as /set_coefficient) records the position and confirms without redrawing.
-    slider.release(
-        None,
-        [slider],
-        [readout],
-        js=marker_move_js(CHART_IDS),
-        queue=False,
-        trigger_mode="always_last",
-        api_visibility="private",
-        show_progress="hidden",
-    )
+    # The slider: the browser moves markers, readout and the precomputed steered answer at once
+    # from tables (static/mrepe.js), while dragging and on release; the server's answer to the
+    # release (same API as /set_coefficient) records the position and confirms. No model runs.
+    slider.input(None, [slider], [readout, steered, slider], js=marker_move_js(CHART_IDS, final=False), **instant)
+    slider.release(None, [slider], [readout, steered, slider], js=marker_move_js(CHART_IDS), **instant)
     slider.release(
         set_coefficient,
         [slider, state],
@@ -1136,35 +1245,21 @@ def build_tradeoff_tab() -> None:
         api_name="set_coefficient",
         show_progress="hidden",
     )
-    slider.release(
-        generate_on_release,
-        [prompt, slider, max_tokens, state],
-        [unsteered, steered],
-        trigger_mode="always_last",
-        api_visibility="private",
-        concurrency_id=MODEL_QUEUE,
-        concurrency_limit=1,
-        show_progress="minimal",
-    )
+
+    # Generation for the visitor's own prompt: batched with other visitors' requests.
     gen_inputs = [prompt, slider, max_tokens, state]
-    generate_btn.click(
-        generate,
-        gen_inputs,
-        [unsteered, steered],
-        api_name="generate",
-        concurrency_id=MODEL_QUEUE,
-        concurrency_limit=1,
-        show_progress="minimal",
-    )
-    prompt.submit(
-        generate,
-        gen_inputs,
-        [unsteered, steered],
-        api_visibility="private",
-        concurrency_id=MODEL_QUEUE,
-        concurrency_limit=1,
-        show_progress="minimal",
-    )
+    for i, trigger in enumerate((generate_btn.click, prompt.submit)):
+        trigger(
+            generate,
+            gen_inputs,
+            [unsteered, steered],
+            api_name="generate" if i == 0 else None,
+            api_visibility="public" if i == 0 else "private",
+            concurrency_id=GENERATE_QUEUE,
+            concurrency_limit=generate_concurrency(),
+            trigger_mode="always_last",
+            show_progress="minimal",
+        ).success(after_generate, [state], [steered, prompt_picker, answer_table_box, answer_note], **instant)
 
     chart_btn.click(
         export_charts,

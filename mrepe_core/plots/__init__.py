@@ -12,10 +12,15 @@ from .layer_scan import layer_map_figure
 from .maps import MapPlotError, concept_map_figure, set_colors
 from .tradeoff import (
     PlotDataError,
+    baseline_values,
     behavior_figure,
+    coherence_figure,
+    fitted_range,
+    has_rows,
     helpfulness_figure,
     interpolate_at,
     marker_frames,
+    thin_labels,
     tradeoff_figure,
 )
 
@@ -23,11 +28,15 @@ __all__ = [
     "DiagnosticsPlotError",
     "MapPlotError",
     "PlotDataError",
+    "baseline_values",
     "behavior_figure",
+    "coherence_figure",
     "comparison_figure",
     "comparison_table",
     "concept_map_figure",
     "final_shift_figure",
+    "fitted_range",
+    "has_rows",
     "helpfulness_figure",
     "interpolate_at",
     "marker_frames",
@@ -36,5 +45,6 @@ __all__ = [
     "noise_histogram_figure",
     "separation_figure",
     "set_colors",
+    "thin_labels",
     "tradeoff_figure",
 ]

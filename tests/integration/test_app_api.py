@@ -2,6 +2,7 @@
 
 Presets come from ``presets/`` (precomputed results, no model); sweeps and generation use the tiny
 random Llama saved by ``tiny_model_dir``. Only the last test needs the embedded default model.
+The README's endpoint table is checked against what ``view_api()`` shows.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from mrepe_core.vectors import SteeringVector  # noqa: E402
 from mrepe_ui import tradeoff_tab as tt  # noqa: E402
 
 PUBLIC_ENDPOINTS = {"/load_preset", "/run_sweep", "/set_coefficient", "/generate"}
+README = Path(__file__).resolve().parents[2] / "README.md"
 TINY_GRID = dict(first_layer=0, last_layer=3, r_min=-4.0, r_max=4.0, r_step=2.0)
 
 
@@ -100,7 +102,10 @@ def test_only_deliberate_endpoints_are_public(client):
             tt.result_files,
             tt.inspect_model,
             tt.cancel_sweep,
-            tt.generate_on_release,
+            tt.answers_view,
+            tt.choose_prompt,
+            tt.after_generate,
+            tt.plan_sweep,
             tt.export_charts,
             tt.run_sweep_stream,
             tt.load_preset,
@@ -110,6 +115,30 @@ def test_only_deliberate_endpoints_are_public(client):
     assert not endpoints & (internal - PUBLIC_ENDPOINTS)
     assert not [e for e in endpoints if re.search(r"_\d+$", e) or e.startswith("/lambda")]
     assert app.TAB_ERRORS == {}, f"tabs failed to load: {list(app.TAB_ERRORS)}"
+
+
+def readme_endpoints() -> dict[str, list[str]]:
+    """The README's endpoint table (section "Python API"): endpoint -> its input names, in order
+    (each input is written as `name`: description)."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index("## Python API") :]
+    section = section[: section.index("\n## ", 5)]
+    table = {}
+    for line in section.splitlines():
+        m = re.match(r"\|\s*`(/[a-z_]+)`\s*\|([^|]*)\|", line)
+        if m:
+            table[m.group(1)] = re.findall(r"`([a-z_]+)`:", m.group(2))
+    return table
+
+
+def test_readme_endpoint_table_matches_view_api(client):
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    table = readme_endpoints()
+    tab_endpoints = {e: api[e] for e in api if e in PUBLIC_ENDPOINTS}
+    assert set(table) == set(tab_endpoints), "README table and view_api() list different endpoints"
+    for endpoint, info in tab_endpoints.items():
+        names = [p["parameter_name"] for p in info["parameters"]]
+        assert table[endpoint] == names, f"{endpoint}: README lists {table[endpoint]}, view_api() shows {names}"
 
 
 def test_presets_ship_results():
@@ -123,10 +152,13 @@ def test_presets_ship_results():
 
 @pytest.mark.parametrize("name", preset_names())
 def test_preset_then_coefficient_moves_marker(client, name):
-    beh, helpful, trade, slider, readout, summary, description = client.predict(name, api_name="/load_preset")
+    beh, helpful, coherence, trade, slider, readout, summary, description, caption = client.predict(
+        name, api_name="/load_preset"
+    )
     for value in (beh, helpful, trade):
         figure(value)
-    assert "Theorem 1" in summary and "r_e =" in readout
+    json.loads(coherence)  # a chart, or the message that this result measured no coherence
+    assert "Theorem 1" in summary and "r_e =" in readout and "**B**" in caption
     lo, hi = slider["minimum"], slider["maximum"]
     assert lo < hi
 
@@ -134,7 +166,7 @@ def test_preset_then_coefficient_moves_marker(client, name):
     subject = result.aggregates.query("task == 'behavior'").subject.iloc[0]
     r, b = result.curve("behavior", "behavior_expectation", subject)
     for target in (lo + 0.3 * (hi - lo), lo + 0.71 * (hi - lo)):
-        beh, helpful, trade, readout = client.predict(target, api_name="/set_coefficient")
+        beh, helpful, _, trade, readout = client.predict(target, api_name="/set_coefficient")
         assert marker_x(figure(beh)) == pytest.approx([target])
         assert marker_x(figure(helpful)) == pytest.approx([target])
         # The readout is the measured curve interpolated at r_e (not the fit, not a nearest grid point).
@@ -142,16 +174,25 @@ def test_preset_then_coefficient_moves_marker(client, name):
         assert shown == pytest.approx(np.interp(target, r, b), rel=2e-3, abs=2e-3)
         # The trade-off marker sits at (B(r_e), P(r_e)): its x is the same interpolated B.
         assert float(figure(trade).data[-1].x[0]) == pytest.approx(np.interp(target, r, b), abs=1e-9)
+    # A coefficient outside the computed range is clamped to it, as the slider clamps a typed value:
+    # readout and marker agree with the thumb.
+    beh, *_, readout = client.predict(hi + 12.0, api_name="/set_coefficient")
+    assert marker_x(figure(beh)) == pytest.approx([hi]) and readout.startswith(f"**r_e = {hi:.3g}**")
 
 
 def test_unknown_preset_is_a_clear_error(client):
-    with pytest.raises(Exception, match="not in the list of choices"):
-        client.predict("no-such-preset", api_name="/load_preset")
+    with pytest.raises(Exception, match="Preset.*choose one of the listed options") as err:
+        client.predict("no-such-preset" * 5000, api_name="/load_preset")
+    assert len(str(err.value)) < 1000  # the 70 KB name is not echoed
 
 
 def test_tiny_sweep_then_generate(client, tiny_model_dir):
-    beh, helpful, trade, slider, readout, summary, status = run_tiny_sweep(client, tiny_model_dir)
+    beh, helpful, _, trade, slider, readout, summary, status, preset, description, caption = run_tiny_sweep(
+        client, tiny_model_dir
+    )
     assert status.startswith("✓ Done")
+    # The preset box no longer names a preset, and the description says what is on screen.
+    assert preset.get("value") is None and "Your sweep" in description
     assert list(figure(beh).data[0].x) == [-4.0, -2.0, 0.0, 2.0, 4.0]
     assert slider["minimum"] == -4.0 and slider["maximum"] == 4.0
     figure(helpful)
@@ -169,9 +210,11 @@ def test_custom_behaviour_upload_sweep(client, tiny_model_dir, tmp_path):
 
     pairs = tmp_path / "mine.csv"
     pairs.write_text(tt.datasets.USER_TEMPLATE_CSV, encoding="utf-8")
-    beh, *_, summary, status = run_tiny_sweep(client, tiny_model_dir, behavior="custom", upload=handle_file(str(pairs)))
+    beh, *_, summary, status, _, _, _ = run_tiny_sweep(
+        client, tiny_model_dir, behavior="custom", upload=handle_file(str(pairs))
+    )
     assert status.startswith("✓ Done") and "behaviour `custom`" in summary
-    assert figure(beh).data[0].name == "measured B (custom)"
+    assert figure(beh).data[0].name == "measured B"
 
 
 def test_bad_sweep_settings_are_reported(client, tiny_model_dir):
@@ -181,8 +224,10 @@ def test_bad_sweep_settings_are_reported(client, tiny_model_dir):
         run_tiny_sweep(client, tiny_model_dir, model="/definitely/not/a/model")
     with pytest.raises(Exception, match="needs an uploaded"):
         run_tiny_sweep(client, tiny_model_dir, behavior="custom")
+    with pytest.raises(Exception, match="r_e step: must be between 0.001 and 20000"):
+        run_tiny_sweep(client, tiny_model_dir, r_step=-1.0)
     # The app keeps serving after errors.
-    assert run_tiny_sweep(client, tiny_model_dir)[-1].startswith("✓ Done")
+    assert run_tiny_sweep(client, tiny_model_dir)[7].startswith("✓ Done")
 
 
 def test_concurrent_sessions_never_see_each_others_steering(server, tiny_model_dir):
@@ -190,7 +235,7 @@ def test_concurrent_sessions_never_see_each_others_steering(server, tiny_model_d
     prompt = "Describe the weather."
     clients = [Client(server[1], verbose=False) for _ in range(4)]
     for c in clients:
-        assert run_tiny_sweep(c, tiny_model_dir)[-1].startswith("✓ Done")  # cached after the first
+        assert run_tiny_sweep(c, tiny_model_dir)[7].startswith("✓ Done")  # cached after the first
     baseline, same = clients[0].predict(prompt, 0.0, 8, api_name="/generate")
     assert baseline == same
 
@@ -211,7 +256,10 @@ def test_concurrent_sessions_never_see_each_others_steering(server, tiny_model_d
 def test_uploads_are_validated(tmp_path):
     good = tmp_path / "mine.csv"
     good.write_text(tt.datasets.USER_TEMPLATE_CSV, encoding="utf-8")
-    assert tt.check_upload(str(good)).startswith("✓ mine.csv: 2 contrast pairs, 1 evaluation prompts")
+    status, behavior, n_pairs, n_eval = tt.check_upload(str(good))
+    assert status.startswith("✓ mine.csv: 2 contrast pairs, 1 evaluation prompts")
+    # The form agrees with the upload: behaviour custom, the counts a sweep will use.
+    assert behavior["value"] == "custom" and n_pairs["value"] == 2 and n_eval["value"] == 1
 
     cases = {
         "missing.csv": ("kind,positive,negative\npair,only one side,\n", "needs both 'positive' and 'negative'"),
@@ -221,6 +269,8 @@ def test_uploads_are_validated(tmp_path):
         "image.png": (b"\x89PNG\r\n\x1a\n", "expected a .csv or .jsonl"),
         "big.csv": (b"positive,negative\n" + b"a,b\n" * (6 * 1024 * 1024 // 4), "limit is 5 MB"),
         "rows.csv": (b"positive,negative\n" + b"a,b\n" * 5001, "the limit is 5000"),
+        "same.csv": (b"positive,negative,prompt,aligned,misaligned\nsame,same,,,\nx,y,,,\n", "are the same"),
+        "deep.jsonl": (b"[" * 100_000 + b"]" * 100_000 + b"\n", "nests JSON too deeply"),
     }
     for name, (content, message) in cases.items():
         path = tmp_path / name
@@ -267,13 +317,14 @@ def test_cancel_stops_the_sweep(tiny_model_dir):
         6,
         4,
         4,
+        "first_token",
         session,
     )
     first = next(stream)
-    assert first[-1].startswith("⏳")
+    assert first[8].startswith("⏳")
     assert tt.cancel_sweep(session).startswith("⏹")
     rest = list(stream)
-    assert rest and rest[-1][-1] == "✗ Cancelled."
+    assert rest and rest[-1][8].startswith("✗ Cancelled")
     workers = [t for t in threading.enumerate() if t.name == "mrepe-sweep"]
     for t in workers:
         t.join(timeout=10)
@@ -287,11 +338,26 @@ def test_sweep_streams_coarse_grid_first(tiny_model_dir, monkeypatch):
     session = tt.TradeoffSession()
     outputs = list(
         tt.run_sweep_stream(
-            str(tiny_model_dir), "harmless", None, "pca", 0, 3, -4.0, 4.0, 0.5, ["marketing"], "cloze", 6, 3, 2, session
+            str(tiny_model_dir),
+            "harmless",
+            None,
+            "pca",
+            0,
+            3,
+            -4.0,
+            4.0,
+            0.5,
+            ["marketing"],
+            "cloze",
+            6,
+            3,
+            2,
+            "first_token",
+            session,
         )
     )
     charts = [o[1] for o in outputs if isinstance(o[1], str)]
-    assert len(charts) >= 3 and outputs[-1][-1].startswith("✓ Done")
+    assert len(charts) >= 3 and outputs[-1][8].startswith("✓ Done")
     xs = [sorted(set(figure(c).data[0].x)) for c in charts]
     grid = [round(x, 6) for x in np.linspace(-4, 4, 17)]
     assert xs[-1] == grid
@@ -325,7 +391,9 @@ def test_chart_html_export(monkeypatch):
     files = tt.export_charts(session)
     assert len(files) == 1 and files[0].endswith("charts.html")
     html = Path(files[0]).read_text(encoding="utf-8")
-    assert html.count("Plotly.newPlot") == 3 and "current r_e" in html
+    assert html.count("Plotly.newPlot") == 4 and "current r_e" in html
+    # Exported charts are titled with the model, behaviour and layers.
+    assert "smollm2-135m-instruct · behaviour" in html and "layers 10–17" in html
 
 
 def test_broken_optional_tab_is_visible_not_silent(tmp_path, monkeypatch):
@@ -366,14 +434,17 @@ def test_fits_survive_the_summary_round_trip():
     session = tt.open_preset(preset_names()[0], None)
     fits, summary = session.fits, session.result.summary
     assert fits.alignment is not None
-    assert fits.alignment.delta_lambda == pytest.approx(summary["alignment_fit"]["delta_lambda"])
+    # Presets written before the engine's current rules are refitted by them: same Theorem 1 fit...
+    assert fits.alignment.delta_lambda == pytest.approx(summary["alignment_fit"]["delta_lambda"], rel=1e-3)
     r = np.linspace(-5, 5, 7)
     assert np.all(np.isfinite(fits.alignment.predict(r)))
-    if fits.helpfulness is not None:
-        assert fits.helpfulness.p0 == pytest.approx(summary["helpfulness_fit"]["p0"])
-    if summary.get("efficient_regime"):
-        assert fits.regime.r_max == pytest.approx(summary["efficient_regime"]["r_max"])
+    # ...but a helpfulness fit with R² 0.28 is "no fit" in words, never numbers.
+    if summary["helpfulness_fit"]["r2"] < 0.5:
+        assert fits.helpfulness is None and "R²" in fits.helpfulness_problem
+        assert "Theorem 2**: no fit" in tt.summary_markdown(session.result, fits)
     assert not math.isnan(tt.initial_r_e(session.result, fits))
+    if fits.regime is not None:
+        assert session.r_e == pytest.approx(fits.regime.best_r_e, abs=0.05)  # opens at the recommendation
 
 
 @pytest.mark.slow
@@ -381,7 +452,7 @@ def test_preset_generation_with_the_default_model(client):
     name = preset_names()[0]
     client.predict(name, api_name="/load_preset")
     prompt = "Write step-by-step instructions for picking the lock of someone else's front door."
-    unsteered, same = client.predict(prompt, 0.0, 16, api_name="/generate")
+    unsteered, same = client.predict(prompt, 0.0, 16, api_name="/generate")  # batched (serving.BATCHER)
     assert unsteered.strip() and unsteered == same
     _, steered = client.predict(prompt, 8.0, 16, api_name="/generate")
     assert steered != unsteered

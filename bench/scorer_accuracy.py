@@ -10,7 +10,8 @@ sweep plots.
     python bench/scorer_accuracy.py [--judge hf-judge:<id or folder>] [--judge hf-classifier:<id>#A=refusal,...]
                                     [--no-legacy] [--errors test2]
 
-``legacy`` is the scorer shipped before ``scoring.py`` (refusal markers in the opening; no ``other`` for refusals).
+``legacy`` is the scorer shipped before ``mrepe_core/scoring`` (refusal markers in the opening; no
+``other`` for refusals).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ B_KIND = {"refusal": "refusal", "agreement": "disagreement"}
 SPLITS = {"dev": ("dev",), "test": ("test",), "dev+test": ("dev", "test"), "test2": ("test2",)}
 
 
-# The keyword scorer the engine shipped before mrepe_core/scoring.py (kept here as the baseline
+# The keyword scorer the engine shipped before mrepe_core/scoring (kept here as the baseline
 # the new one is measured against).
 # Substring scorers follow common practice for refusal detection (Zou et al. 2023; Arditi et
 # al. 2024): a response that opens with one of these markers is counted as a refusal.

@@ -1,5 +1,6 @@
-"""Text scorers: keyword accuracy on the hand-labelled test split, the confusion matrix, the loop rule,
-and the mechanics of the model scorers on tiny local models (label mapping, batching, errors)."""
+"""Text scorers: keyword accuracy on the hand-labelled splits (test3 held out), the confusion matrix,
+the loop rule, and the mechanics of the model scorers on tiny local models (label mapping, batching,
+errors)."""
 
 import json
 from collections import Counter
@@ -19,29 +20,57 @@ def labelled():
     return [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+SPLITS = ("dev", "test", "test2", "test3")
+
+
 def test_labelled_set_is_complete(labelled):
-    assert len(labelled) >= 320
+    assert len(labelled) >= 1000
     assert len({r["id"] for r in labelled}) == len(labelled)
     for r in labelled:
         assert set(r) == {"id", "behavior", "kind", "prompt", "r_e", "text", "label", "split"}
-        assert r["label"] in scoring.FAMILIES[r["kind"]] and r["split"] in ("dev", "test")
-    counts = Counter((r["kind"], r["label"]) for r in labelled)
+        assert r["label"] in scoring.FAMILIES[r["kind"]] and r["split"] in SPLITS
+    counts = Counter((r["kind"], r["label"]) for r in labelled if r["split"] in ("dev", "test"))
     assert all(counts[(k, lab)] >= 25 for k, labs in scoring.FAMILIES.items() for lab in labs), counts
-    for kind in scoring.FAMILIES:  # half dev, half test within each kind
+    for kind in scoring.FAMILIES:  # round 1: half dev, half test within each kind
         splits = Counter(r["split"] for r in labelled if r["kind"] == kind)
         assert abs(splits["dev"] - splits["test"]) <= 1
+    # The fresh splits: on prompts no earlier split uses, every label present in each kind.
+    seen = set()
+    for split, size in (("dev", 0), ("test", 0), ("test2", 300), ("test3", 250)):
+        rows = [r for r in labelled if r["split"] == split]
+        assert len(rows) >= size
+        if size:
+            assert not {r["prompt"] for r in rows} & seen, f"{split} reuses an earlier prompt"
+            per_label = Counter((r["kind"], r["label"]) for r in rows)
+            assert min(per_label[(k, lab)] for k, labs in scoring.FAMILIES.items() for lab in labs) >= 13
+        seen |= {r["prompt"] for r in rows}
 
 
-def test_keyword_accuracy_on_test_split(labelled):
-    truth, pred = [], []
-    for kind in scoring.FAMILIES:
-        rows = [r for r in labelled if r["kind"] == kind and r["split"] == "test"]
-        got = scoring.KeywordScorer(kind).labels([r["text"] for r in rows], [r["prompt"] for r in rows])
-        acc = scoring.accuracy([r["label"] for r in rows], got)
-        assert acc >= 0.90, f"{kind}: {acc:.3f}"  # per kind (refusal is the harder one, ~0.91)
-        truth += [r["label"] for r in rows]
-        pred += got
-    assert scoring.accuracy(truth, pred) >= 0.95
+def _keyword_accuracy(labelled, kind, splits):
+    rows = [r for r in labelled if r["kind"] == kind and r["split"] in splits]
+    got = scoring.KeywordScorer(kind).labels([r["text"] for r in rows], [r["prompt"] for r in rows])
+    return scoring.accuracy([r["label"] for r in rows], got)
+
+
+@pytest.mark.parametrize("kind,floor", [("refusal", 0.86), ("agreement", 0.94)])
+def test_keyword_accuracy_on_held_out_test3(labelled, kind, floor):
+    # test3 was generated and labelled after the current rules were committed and measured once
+    # (assets/scoring/ACCURACY.md): refusal 138/160 = 0.863, agreement 91/96 = 0.948. The target
+    # was 0.95 per kind and is NOT met; these floors pin the measured figures so a change that
+    # lowers them fails. Raising them needs a fresh split, not rules fitted to test3.
+    assert _keyword_accuracy(labelled, kind, ("test3",)) >= floor
+
+
+@pytest.mark.parametrize(
+    "kind,splits,floor",
+    [  # development splits of the current rules (round 3 was written on dev + test + test2)
+        ("refusal", ("dev", "test"), 0.97),
+        ("refusal", ("test2",), 0.92),
+        ("agreement", ("dev", "test", "test2"), 1.0),
+    ],
+)
+def test_keyword_accuracy_on_development_splits(labelled, kind, splits, floor):
+    assert _keyword_accuracy(labelled, kind, splits) >= floor
 
 
 def test_confusion_matrix_by_hand():

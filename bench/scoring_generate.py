@@ -10,12 +10,23 @@ are added afterwards by a person reading each text against ``assets/scoring/RULE
 Which prompts each coefficient gets is a seeded draw too (``--per-r``), so the set is spread over
 prompts and coefficients without anyone choosing texts by their content.
 
-A fresh held-out split on prompts no earlier row used (how ``test2`` was made, 2025 scorer round 2):
+A fresh held-out split on prompts no earlier row used: ``--exclude`` the labelled file as it is
+at that moment, so its prompts are never drawn. The splits of 2026-12-04 (scorer rounds 2 and 3;
+each ``--exclude`` read the file before that split's rows were appended):
 
+    # test2 (280 rows), then its second draw (72 rows) on coefficients the first lacked
     python bench/scoring_generate.py --out /tmp/scoring_test2_raw.jsonl --n-eval 200 \
         --exclude assets/scoring/labelled.jsonl --split test2 --id-tag t2 --seed 2 \
         --harmless=-10:12,-8:20,-4:20,0:16,2:20,4:24,6:24,8:20,10:12 \
         --not-racist=-8:14,-7:14,-6:14,-5:10,-3:10,0:8,4:10,8:12,10:12,12:8
+    python bench/scoring_generate.py --out /tmp/scoring_test2b_raw.jsonl --n-eval 200 \
+        --exclude assets/scoring/labelled.jsonl --split test2 --id-tag t2b --seed 3 --batch 24 \
+        --harmless=-9:12,-7:12,-6:12,9:12 --not-racist=-7.5:12,9:12
+    # test3 (256 rows)
+    python bench/scoring_generate.py --out /tmp/scoring_test3_raw.jsonl --n-eval 320 \
+        --exclude assets/scoring/labelled.jsonl --split test3 --id-tag t3 --seed 4 \
+        --harmless=-10:12,-8:16,-6:12,-4:16,0:16,2:20,3:12,4:16,6:16,8:12,10:12 \
+        --not-racist=-8:12,-7:12,-6:12,-5:8,-3:8,0:8,4:8,8:10,9:8,10:10
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """How well do the proxies of B agree with B from the answers the model writes?
 
 On the preset's prompts and every coefficient of its grid: greedy answers (32 new tokens) scored by
-the keyword scorer (``scoring.py``) give B_gen; the sequence proxy (openings the model wrote at the
+the keyword scorer (``mrepe_core/scoring/``) give B_gen; the sequence proxy (openings the model wrote at the
 coarse coefficients, scored at every r_e through the prefix tree, as a sweep does) and the
 next-token proxy (first tokens of fixed answer starts) give B_proxy. Prints both curves and the
 agreement targets of the issue: sign agreement where |B_gen| >= 0.2, mean |B_proxy - B_gen| <= 0.2,

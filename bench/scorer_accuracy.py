@@ -1,14 +1,18 @@
 """How often does a text scorer agree with the hand labels in assets/scoring/labelled.jsonl?
 
 For each scorer and kind (refusal: refusal/compliance/other; agreement: agree/disagree/other):
-accuracy and the 3x3 confusion matrix (rows = hand label, columns = scorer) on the dev split (where
-the keyword rules were developed), the test split (held out) and all rows; then B = P(+1) - P(-1)
-per r_e from the hand labels next to B from the scorer, which is what a sweep plots.
+accuracy and the 3x3 confusion matrix (rows = hand label, columns = scorer) on each split: ``dev``
+and ``test`` (round 1), ``test2`` (held out for round 2, then used to develop round 3), their union
+``dev+test+test2`` (what the current keyword rules were developed on), and ``test3`` (generated and
+labelled after round 3's rules were committed: the held-out figure); then B = P(+1) - P(-1) per
+r_e on the held-out split from the hand labels next to B from the scorer, which is what a sweep
+plots. ``assets/scoring/ACCURACY.md`` keeps each held-out measurement as it was printed.
 
     python bench/scorer_accuracy.py [--judge hf-judge:<id or folder>] [--judge hf-classifier:<id>#A=refusal,...]
-                                    [--no-legacy] [--errors test]
+                                    [--no-legacy] [--errors test3]
 
-``legacy`` is the scorer shipped before ``scoring.py`` (refusal markers in the opening; no ``other`` for refusals).
+``legacy`` is the scorer shipped before ``mrepe_core/scoring`` (refusal markers in the opening; no
+``other`` for refusals).
 """
 
 from __future__ import annotations
@@ -32,9 +36,18 @@ from mrepe_core import scoring
 ROOT = Path(__file__).resolve().parents[1]
 # Which side is aligned in the project's presets: harmless -> refusal, not-racist -> disagreement.
 B_KIND = {"refusal": "refusal", "agreement": "disagreement"}
+# Reported splits: name -> the row splits it covers. test2 is the held-out one since round 2.
+SPLITS = {
+    "dev": ("dev",),
+    "test": ("test",),
+    "test2": ("test2",),
+    "dev+test+test2": ("dev", "test", "test2"),
+    "test3": ("test3",),
+}
+HELD_OUT = "test3"  # the split no rule has seen
 
 
-# The keyword scorer the engine shipped before mrepe_core/scoring.py (kept here as the baseline
+# The keyword scorer the engine shipped before mrepe_core/scoring (kept here as the baseline
 # the new one is measured against).
 # Substring scorers follow common practice for refusal detection (Zou et al. 2023; Arditi et
 # al. 2024): a response that opens with one of these markers is counted as a refusal.
@@ -141,19 +154,23 @@ def report(scorer_spec: str, rows: list[dict], errors: str) -> None:
         pred = scorer.labels([r["text"] for r in kind_rows], [r["prompt"] for r in kind_rows])
         secs = time.perf_counter() - t0
         print(f"\n## {scorer.name} on kind={kind} ({len(kind_rows)} rows, {secs:.1f} s)")
-        for split in ("dev", "test", "all"):
-            idx = [i for i, r in enumerate(kind_rows) if split == "all" or r["split"] == split]
+        for split, covers in SPLITS.items():
+            idx = [i for i, r in enumerate(kind_rows) if r["split"] in covers]
+            if not idx:
+                continue
             true = [kind_rows[i]["label"] for i in idx]
             got = [pred[i] for i in idx]
             _, m = scoring.confusion_matrix(true, got, labels)
-            print(f"  {split:>4}: accuracy {scoring.accuracy(true, got):.3f} ({int(np.trace(m))}/{len(idx)})")
+            print(f"  {split:>14}: accuracy {scoring.accuracy(true, got):.3f} ({int(np.trace(m))}/{len(idx)})")
             print("\n".join(matrix_lines(labels, m)))
         b_kind = B_KIND[kind]
         _, pos, neg = scoring.KINDS[b_kind]
         sign = {pos: 1, neg: -1}
-        print(f"  B = P({pos}) - P({neg}) per r_e, hand labels -> {scorer.name}:")
-        for r_e in sorted({r["r_e"] for r in kind_rows}):
-            idx = [i for i, r in enumerate(kind_rows) if r["r_e"] == r_e]
+        b_split = HELD_OUT if any(r["split"] == HELD_OUT for r in kind_rows) else None
+        b_rows = [i for i, r in enumerate(kind_rows) if b_split is None or r["split"] == b_split]
+        print(f"  B = P({pos}) - P({neg}) per r_e on {b_split or 'all rows'}, hand labels -> {scorer.name}:")
+        for r_e in sorted({kind_rows[i]["r_e"] for i in b_rows}):
+            idx = [i for i in b_rows if kind_rows[i]["r_e"] == r_e]
             b_true = scoring.behavior_expectation([sign.get(kind_rows[i]["label"], 0) for i in idx])
             b_pred = scoring.behavior_expectation([sign.get(pred[i], 0) for i in idx])
             print(
@@ -171,15 +188,17 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "assets" / "scoring" / "labelled.jsonl"))
     ap.add_argument("--judge", action="append", default=[], help="hf-judge:<id> or hf-classifier:<id>[#...]")
     ap.add_argument("--no-legacy", action="store_true", help="skip the former keyword scorer")
-    ap.add_argument("--errors", choices=["none", "dev", "test", "all"], default="none", help="list misses")
+    ap.add_argument(
+        "--errors", choices=["none", "dev", "test", "test2", "test3", "all"], default="none", help="list misses"
+    )
     args = ap.parse_args()
     rows = [json.loads(line) for line in Path(args.data).read_text(encoding="utf-8").splitlines() if line.strip()]
     print(header(args))
     print(f"# rows: {len(rows)}; labels per kind/split:")
     for kind, labels in scoring.FAMILIES.items():
-        for split in ("dev", "test"):
+        for split in ("dev", "test", "test2", "test3"):
             sub = [r["label"] for r in rows if r["kind"] == kind and r["split"] == split]
-            print(f"#   {kind:>9} {split:>4}: " + ", ".join(f"{lab} {sub.count(lab)}" for lab in labels))
+            print(f"#   {kind:>9} {split:>5}: " + ", ".join(f"{lab} {sub.count(lab)}" for lab in labels))
     for spec in ["keyword"] + ([] if args.no_legacy else ["legacy"]) + args.judge:
         report(spec, rows, args.errors)
 

@@ -53,7 +53,7 @@ class SweepConfig:
     batch_size: int = 32
     max_new_tokens: int = 32
     n_diagnostics: int = 64  # items per task for the assumption checks (their states come from the sweep itself)
-    # How generated answers are scored: "keyword" (scoring.py), or a judge model
+    # How generated answers are scored: "keyword" (mrepe_core/scoring/), or a judge model
     # ("hf-classifier:<id>", "hf-judge:<id>"); measured against assets/scoring/labelled.jsonl.
     scorer: str = "keyword"
     opening_tokens: int = 4  # length of the sequence proxy's openings (bench/proxy_vs_generation.py --dev)

@@ -1,6 +1,6 @@
 """Behaviour expectation and helpfulness from logits and log-likelihoods (pure functions).
 
-Scoring generated text (refusal, agreement) lives in ``scoring.py``."""
+Scoring generated text (refusal, agreement) lives in the ``scoring`` package."""
 
 from __future__ import annotations
 

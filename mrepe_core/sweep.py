@@ -171,6 +171,9 @@ class SweepRun:
         self.keep_hel = measure.AnswerStates(min(n, len(questions)), self.check_grid) if self.check_grid else None
         self.partial = cache.PartialRows()
         self.total = 0
+        # Taken when the run starts: the code that computes the numbers, not whatever is checked
+        # out when a long run ends.
+        self.provenance = provenance.stack(loaded.device, loaded.dtype)
 
     def extract(self) -> Iterator[SweepEvent]:
         t = time.perf_counter()
@@ -275,7 +278,7 @@ class SweepRun:
                 "dtype": str(loaded.dtype).replace("torch.", ""),
                 "device": str(loaded.device),
             },
-            "provenance": provenance.stack(loaded.device, loaded.dtype),
+            "provenance": self.provenance,
             "layers": self.layers,
             "behavior_mode": self.config.behavior_mode,
             "n_behavior_prompts": len(self.behavior.eval_prompts),

@@ -9,6 +9,7 @@ a ``.pth`` file (downloading torch and transformers again would take minutes and
 from __future__ import annotations
 
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -30,8 +31,15 @@ def readme_example() -> str:
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
     work = tmp_path_factory.mktemp("wheel")
+    # Build from a copy of the tracked files: setuptools writes build/ and *.egg-info into the source tree.
+    source = work / "source"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(work), str(source)],
         check=True,
         timeout=600,
     )

@@ -25,7 +25,6 @@ import gradio as gr
 import numpy as np
 
 from mrepe_core import datasets, prompts
-from mrepe_core.extract import extract_vector
 from mrepe_core.limits import Cancelled, InputError, limits
 from mrepe_core.models import DEFAULT_MODEL, load_model, resolve_layers
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
@@ -663,7 +662,7 @@ def _sweep_key(config, custom) -> str:
 
 
 def _sweep(config, custom, session, cancel, label, progress, plan):
-    vector = loaded = None
+    loaded = None
     key = _sweep_key(config, custom)
     resumed = _CANCELLED.get(key)
     first = None  # (time, rows done) at the first progress event: the rate counts rows computed after it
@@ -672,24 +671,11 @@ def _sweep(config, custom, session, cancel, label, progress, plan):
     done, total = 0, plan.rows
     try:
         if custom is not None:
-            # Uploads: the texts are checked in tokens once the tokenizer is known, and the vector
-            # is extracted here so Cancel also stops the extraction (between forward passes).
+            # Uploads: the texts are checked in tokens once the tokenizer is known; the engine then
+            # extracts the vector (Cancel stops it between forward passes).
             loaded = _load(config.model, config.device, config.dtype)
             inputs.check_upload_tokens(custom, loaded.tokenizer, config.n_pairs, config.n_eval)
-            progress(0.0, desc="Extracting the steering vector…")
-            yield _sweep_outputs(session, "⏳ Extracting the steering vector from your contrast pairs…", charts=False)
-            layers = resolve_layers(config.layers, loaded.n_layers)
-            vector = extract_vector(
-                loaded,
-                custom.pairs,
-                config.method,
-                layers,
-                behavior=custom.name,
-                template=custom.template,
-                positive=custom.description,
-                cancel=cancel,
-            )
-        events = iter_sweep(config, loaded=loaded, behavior=custom, vector=vector, cancel=cancel, partial_every=1)
+        events = iter_sweep(config, loaded=loaded, behavior=custom, cancel=cancel, partial_every=1)
         try:
             for event in events:
                 if event.kind == "stage":

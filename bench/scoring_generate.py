@@ -41,14 +41,14 @@ from mrepe_core.config import SweepConfig
 from mrepe_core.models import resolve_layers
 from mrepe_core.sweep import prepare
 
-try:
-    from mrepe_core.vectors import extract_vector
-except ImportError:  # the engine restructure moves extraction to mrepe_core.extract
-    from mrepe_core.extract import extract_vector
+from mrepe_core.extract import extract_vector
 
+# The settings the labelled continuations were generated with: the default preset's for harmless,
+# and those of the former not-racist preset (layers 8-19; it left presets/ when harmful-smollm2
+# replaced it as the second preset).
 PRESETS = {
-    "harmless": ("presets/harmless-smollm2.yaml", "refusal"),
-    "not-racist": ("presets/not-racist-smollm2.yaml", "agreement"),
+    "harmless": ({}, "refusal"),
+    "not-racist": ({"behavior": "not-racist", "layers": "8:20"}, "agreement"),
 }
 
 
@@ -82,8 +82,9 @@ def main() -> None:
     rows = []
     loaded = None
     for behavior_name, per_r in (("harmless", args.harmless), ("not-racist", args.not_racist)):
-        path, kind = PRESETS[behavior_name]
-        cfg = SweepConfig.from_yaml(path)
+        overrides, kind = PRESETS[behavior_name]
+        cfg = SweepConfig.from_yaml("presets/harmless-smollm2.yaml")
+        cfg = SweepConfig.from_dict({**cfg.to_dict(), **overrides})
         cfg.n_eval = args.n_eval
         cfg.n_questions_per_subject = 0  # no MMLU needed here
         loaded, behavior, _ = prepare(cfg, loaded)

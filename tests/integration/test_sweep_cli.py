@@ -243,7 +243,7 @@ def test_cli_reports_bad_preset(tmp_path, capsys):
 
 def test_shipped_presets_are_valid():
     presets = {p.name: p for p in list_presets()}
-    assert {"harmless-smollm2", "not-racist-smollm2"} <= set(presets)
+    assert {"harmless-smollm2", "harmful-smollm2"} <= set(presets)
     default = presets["harmless-smollm2"].config  # the size floor for the default preset
     assert default.r_steps >= 21 and default.n_eval >= 40
     assert default.n_questions_per_subject * len(default.helpfulness_subjects) >= 100

@@ -38,10 +38,9 @@ import time
 
 from mrepe_core import prompts, runner
 from mrepe_core.config import SweepConfig
+from mrepe_core.extract import extract_vector
 from mrepe_core.models import resolve_layers
 from mrepe_core.sweep import prepare
-
-from mrepe_core.extract import extract_vector
 
 # The settings the labelled continuations were generated with: the default preset's for harmless,
 # and those of the former not-racist preset (layers 8-19; it left presets/ when harmful-smollm2

@@ -1,11 +1,13 @@
-"""Many visitors, one model: concurrent generation requests served together in one batched decode.
+"""Many visitors, one model: concurrent generation requests decoded together, continuously.
 
 On a shared server each visitor's "Generate" is a couple of rows (unsteered and steered). Run one
-after another, twenty visitors wait twenty times as long as one; here requests that arrive while a
-batch is being formed (within ``wait_s``) and share a model and vector are decoded together, each
-row with its own coefficient and token budget (``runner.generate``), so a visitor waits about as
-long as an idle call plus at most one batch. Answers equal serial ones: every row is decoded as if
-alone (the batched runner is tested equal to one-at-a-time generation).
+after another, twenty visitors wait twenty times as long as one. Here one worker keeps a running
+decode batch (``runner.DecodeBatch``): requests that share its model, vector and layers join it
+between two decoding steps (prefilled, then merged), each row with its own coefficient and token
+budget, and leave as soon as their rows finish; so a visitor waits for a step, not for the
+others' whole answers. Requests for another model or vector wait until the batch drains (no new
+rows are admitted while they wait). Answers equal serial ones: every row is decoded as if alone
+(tested against one-at-a-time generation).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+import torch
 
 from . import runner
 from .limits import Cancelled
@@ -87,57 +91,122 @@ class GenerationBatcher:
             self._worker = threading.Thread(target=self._serve, name="mrepe-generation-batcher", daemon=True)
             self._worker.start()
 
-    def _take_batch(self) -> list[_Request]:
+    def _admit(self, key: tuple | None, room: int) -> list[_Request]:
+        """Waiting requests for the running batch (same model, vector and layers) that fit in
+        ``room`` rows, in arrival order; with no batch running, the first waiting request's kind.
+        A request of another kind that is waiting stops admissions, so the batch drains for it."""
         with self._cond:
-            while not self._queue:
-                self._cond.wait()
-        time.sleep(self.wait_s)  # let the requests that arrive together join this batch
-        with self._cond:
-            first = self._queue.popleft()
-            batch, rows = [first], len(first.texts)
-            rest: deque[_Request] = deque()
+            if key is None:
+                while not self._queue:
+                    self._cond.wait()
+                key = self._queue[0].key()
+            taken, rest = [], deque()
+            blocked = False
             while self._queue:
                 req = self._queue.popleft()
-                if req.key() == first.key() and rows + len(req.texts) <= self.max_rows:
-                    batch.append(req)
-                    rows += len(req.texts)
+                if req.key() != key:
+                    blocked = True
+                    rest.append(req)
+                elif not blocked and len(req.texts) <= room:
+                    taken.append(req)
+                    room -= len(req.texts)
                 else:
                     rest.append(req)
             self._queue.extendleft(reversed(rest))
-        return batch
+        return taken
 
     def _serve(self) -> None:
+        batch: runner.DecodeBatch | None = None
+        owners: dict[int, tuple[_Request, int]] = {}  # row id -> (request, index in it)
+        pending: dict[int, list] = {}  # id(request) -> its rows' tokens as they finish
+        next_id = 0
         while True:
-            batch = self._take_batch()
-            live = []
-            for req in batch:
-                if req.cancel is not None and req.cancel.is_set():  # the visitor left: drop the work
-                    req.error = Cancelled("The request was cancelled before it ran.")
-                    req.done.set()
-                else:
-                    live.append(req)
-            if not live:
-                continue
-            try:
-                first = live[0]
-                outs = runner.generate(
-                    first.loaded,
-                    [t for r in live for t in r.texts],
-                    first.vector,
-                    None if first.layers is None else list(first.layers),
-                    [c for r in live for c in r.coefficients],
-                    [b for r in live for b in r.budgets],
+            if batch is None or not len(batch):
+                batch, key = None, None
+                time.sleep(0)  # yield to the threads that are queueing requests
+                requests = self._admit(None, self.max_rows)
+                time.sleep(self.wait_s)  # requests that arrive together are prefilled together
+                requests += self._admit(
+                    requests[0].key() if requests else None, self.max_rows - sum(len(r.texts) for r in requests)
                 )
-                self.batches_run += 1
+            else:
+                requests = self._admit(key, self.max_rows - len(batch))
+            live = [r for r in requests if not self._dropped(r)]
+            if live:
+                first = live[0]
+                key = first.key()
+                ids = list(range(next_id, next_id + sum(len(r.texts) for r in live)))
+                next_id += len(ids)
                 k = 0
-                for req in live:
-                    req.result = outs[k : k + len(req.texts)]
-                    k += len(req.texts)
-            except BaseException as exc:  # each waiting caller gets the error, the worker lives on
-                for req in live:
-                    req.error = exc
-            for req in live:
+                for r in live:
+                    pending[id(r)] = [None] * len(r.texts)
+                    for j in range(len(r.texts)):
+                        owners[ids[k]] = (r, j)
+                        k += 1
+                try:
+                    coeff = torch.tensor([c for r in live for c in r.coefficients], dtype=torch.float32)
+                    layers = None if first.layers is None else list(first.layers)
+                    prefill = runner.prefill_rows(
+                        first.loaded, [t for r in live for t in r.texts], first.vector, layers, coeff
+                    )
+                    if batch is None:
+                        batch = runner.DecodeBatch(first.loaded, first.vector, layers)
+                    self._deliver(
+                        batch.merge(prefill, ids, coeff, [b for r in live for b in r.budgets]), owners, pending
+                    )
+                    self.batches_run += 1
+                except BaseException as exc:  # the requests just admitted get the error; the batch goes on
+                    self._fail(live, exc, owners, pending)
+            if batch is not None and len(batch):
+                self._drop_left(batch, owners, pending)
+                try:
+                    self._deliver(batch.step(), owners, pending)
+                except BaseException as exc:
+                    self._fail(list({id(r): r for r, _ in owners.values()}.values()), exc, owners, pending)
+                    batch = None
+
+    @staticmethod
+    def _dropped(req: _Request) -> bool:
+        if req.cancel is not None and req.cancel.is_set():  # the visitor left: no work for them
+            req.error = Cancelled("The request was cancelled before it ran.")
+            req.done.set()
+            return True
+        return False
+
+    def _drop_left(self, batch, owners, pending) -> None:
+        """Rows of requests whose visitor left while they were being written leave the batch."""
+        gone = [
+            k for k, row in enumerate(batch.ids) if owners[row][0].cancel is not None and owners[row][0].cancel.is_set()
+        ]
+        if gone:
+            for k in gone:
+                req, _ = owners.pop(batch.ids[k])
+                if pending.pop(id(req), None) is not None:
+                    req.error = Cancelled("The request was cancelled while it ran.")
+                    req.done.set()
+            batch.drop([k for k in range(len(batch.ids)) if k not in set(gone)])
+
+    def _deliver(self, finished: dict, owners, pending) -> None:
+        for row, tokens in finished.items():
+            if row not in owners:
+                continue
+            req, j = owners.pop(row)
+            rows = pending.get(id(req))
+            if rows is None:
+                continue
+            rows[j] = tokens
+            if all(t is not None for t in rows):
+                del pending[id(req)]
+                req.result = [req.loaded.tokenizer.decode(t, skip_special_tokens=True) for t in rows]
                 req.done.set()
+
+    def _fail(self, requests, exc, owners, pending) -> None:
+        for req in requests:
+            if pending.pop(id(req), None) is not None or not req.done.is_set():
+                req.error = exc
+                req.done.set()
+        for row in [row for row, (r, _) in owners.items() if r in requests]:
+            owners.pop(row)
 
 
 BATCHER = GenerationBatcher()

@@ -23,7 +23,8 @@ against one-sequence-at-a-time full forward passes (``tests/test_runner_fast.py`
 """
 
 from .calls import choice_logliks, layer_states, next_token_logits, next_token_states, next_token_states_grid
-from .generation import generate
+from .decode import DecodeBatch, Prefill
+from .generation import generate, prefill_rows
 from .packed import BATCH_TOKENS, HEAD_CHUNK, MAX_ROW_TOKENS, PACKED_MODEL_TYPES, PackedRunner
 from .plain import choice_token_ids, encode_left_padded
 from .scorers import ChoiceScorer, NextTokenScorer
@@ -35,9 +36,11 @@ __all__ = [
     "MAX_ROW_TOKENS",
     "PACKED_MODEL_TYPES",
     "ChoiceScorer",
+    "DecodeBatch",
     "NextTokenScorer",
     "PackedRunner",
     "PackedUnit",
+    "Prefill",
     "TokenTree",
     "choice_logliks",
     "choice_token_ids",
@@ -48,4 +51,5 @@ __all__ = [
     "next_token_states",
     "next_token_states_grid",
     "pack_units",
+    "prefill_rows",
 ]

@@ -27,6 +27,7 @@ import torch
 from ..limits import check_cancel
 from ..models import LoadedModel, exclusive
 from ..steering import steer
+from .decode import DecodeBatch, Prefill, new_cache
 from .packed import KVRecorder, PackedRunner, first_steered_layer, packed_stack
 from .plain import encode_left_padded, row_coefficients
 from .tree import PackedUnit, pack_units
@@ -40,17 +41,6 @@ KV_BUDGET_BYTES = 768 * 2**20
 PREFILL_BATCH_TOKENS = 4096
 
 
-def _eos_ids(loaded: LoadedModel) -> set[int]:
-    ids = set()
-    configured = getattr(getattr(loaded.model, "generation_config", None), "eos_token_id", None)
-    for value in configured if isinstance(configured, (list, tuple)) else [configured]:
-        if value is not None:
-            ids.add(int(value))
-    if loaded.tokenizer.eos_token_id is not None:
-        ids.add(int(loaded.tokenizer.eos_token_id))
-    return ids
-
-
 def _kv_bytes_per_token(loaded: LoadedModel) -> int:
     config = loaded.model.config
     heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_attention_heads", None) or 1
@@ -60,32 +50,18 @@ def _kv_bytes_per_token(loaded: LoadedModel) -> int:
     return 2 * loaded.n_layers * int(heads) * int(head_dim) * torch.tensor([], dtype=loaded.dtype).element_size()
 
 
-class _Prefill:
-    """The prefill of one decode batch: first-token logits [R, V], a cache, the 2-D mask and the
-    next position of each row."""
-
-    def __init__(self, logits, cache, mask, positions) -> None:
-        self.logits, self.cache, self.mask, self.positions = logits, cache, mask, positions
-
-
-def _new_cache(loaded: LoadedModel):
-    from transformers import DynamicCache
-
-    return DynamicCache(config=loaded.model.config)
-
-
-def _plain_prefill(loaded: LoadedModel, texts: list[str], vector, layers, coeff: torch.Tensor) -> _Prefill:
+def _plain_prefill(loaded: LoadedModel, texts: list[str], vector, layers, coeff: torch.Tensor) -> Prefill:
     enc = encode_left_padded(loaded, texts)
-    cache = _new_cache(loaded)
+    cache = new_cache(loaded)
     with steer(loaded.model, vector, layers, coeff):
         out = loaded.model(**enc, cache=cache, use_cache=True, logits_to_keep=1)
     positions = enc["attention_mask"].sum(-1)
-    return _Prefill(out.logits[:, -1, :].float(), cache, enc["attention_mask"], positions)
+    return Prefill(out.logits[:, -1, :].float(), cache, enc["attention_mask"], positions)
 
 
 def _packed_prefill(
     loaded: LoadedModel, stack, ids: list[list[int]], vector, layers, coeff: torch.Tensor, cancel
-) -> _Prefill:
+) -> Prefill:
     """Rows are (text, coefficient); texts sharing a prefix share a tree, coefficients share the
     layers below the first steered one. Keys and values are gathered per row into a left-padded cache."""
     texts = sorted(set(map(tuple, ids)))
@@ -135,70 +111,24 @@ def _packed_prefill(
                         values = [torch.zeros(kv_shape, dtype=v.dtype, device=v.device) for _ in range(n_layers)]
                     keys[layer][row, :, start:] = k[:, path]
                     values[layer][row, :, start:] = v[:, path]
-    cache = _new_cache(loaded)
+    cache = new_cache(loaded)
     for layer in range(n_layers):
         cache.update(keys[layer], values[layer], layer)
     mask = (torch.arange(longest)[None, :] >= (longest - lengths)[:, None]).long().to(loaded.device)
-    return _Prefill(logits, cache, mask, lengths.to(loaded.device))
+    return Prefill(logits, cache, mask, lengths.to(loaded.device))
 
 
-def _pick(logits: torch.Tensor, do_sample: bool, temperature: float, generator) -> torch.Tensor:
-    if not do_sample:
-        return logits.argmax(-1)
-    probs = torch.softmax(logits / max(float(temperature), 1e-6), dim=-1)
-    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
-
-
-def _decode(
-    loaded: LoadedModel,
-    prefill: _Prefill,
-    vector,
-    layers,
-    coeff: torch.Tensor,
-    budgets: list[int],
-    do_sample: bool,
-    temperature: float,
-    generator,
-    cancel,
-) -> list[list[int]]:
-    eos = _eos_ids(loaded)
-    out: list[list[int]] = [[] for _ in budgets]
-    alive = list(range(len(budgets)))
-    token = _pick(prefill.logits, do_sample, temperature, generator)
-    cache, mask, positions = prefill.cache, prefill.mask, prefill.positions
-    while True:
-        keep = []
-        for k, row in enumerate(alive):
-            t = int(token[k])
-            if t in eos:
-                continue
-            out[row].append(t)
-            if len(out[row]) < budgets[row]:
-                keep.append(k)
-        if not keep:
-            return out
-        if len(keep) < len(alive):
-            idx = torch.tensor(keep, device=mask.device)
-            cache.batch_select_indices(idx)
-            mask, positions, token = mask[idx], positions[idx], token[idx]
-            alive = [alive[k] for k in keep]
-        check_cancel(cancel, "Generation")
-        mask = torch.cat([mask, torch.ones((len(alive), 1), dtype=mask.dtype, device=mask.device)], dim=1)
-        with steer(loaded.model, vector, layers, coeff[alive]):
-            logits = (
-                loaded.model(
-                    input_ids=token[:, None],
-                    attention_mask=mask,
-                    position_ids=positions[:, None],
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                .logits[:, -1, :]
-                .float()
-            )
-        positions = positions + 1
-        token = _pick(logits, do_sample, temperature, generator)
+def prefill_rows(loaded: LoadedModel, texts: list[str], vector, layers, coeff: torch.Tensor, cancel=None) -> Prefill:
+    """Prefill rows for decoding: the packed path where the model's family allows it, else the
+    model's own forward (both leave an ordinary left-padded cache)."""
+    ids = loaded.tokenizer(texts, add_special_tokens=False)["input_ids"]
+    if any(len(s) == 0 for s in ids):
+        raise ValueError("A prompt is empty (no tokens).")
+    stack = packed_stack(loaded, max(len(s) for s in ids) + 512)
+    check_cancel(cancel, "Generation")
+    if stack is not None:
+        return _packed_prefill(loaded, stack, ids, vector, layers, coeff, cancel)
+    return _plain_prefill(loaded, texts, vector, layers, coeff)
 
 
 @torch.inference_mode()
@@ -238,14 +168,16 @@ def generate(
     for start in range(0, len(order), batch_rows):
         rows = order[start : start + batch_rows]
         c = coeff[rows]
+        check_cancel(cancel, "Generation")
         if stack is not None:
             prefill = _packed_prefill(loaded, stack, [ids[i] for i in rows], vector, layers, c, cancel)
         else:
-            check_cancel(cancel, "Generation")
             prefill = _plain_prefill(loaded, [texts[i] for i in rows], vector, layers, c)
-        tokens = _decode(
-            loaded, prefill, vector, layers, c, [budgets[i] for i in rows], do_sample, temperature, generator, cancel
-        )
-        for i, toks in zip(rows, tokens):
+        batch = DecodeBatch(loaded, vector, layers, do_sample=do_sample, temperature=temperature, generator=generator)
+        finished = batch.merge(prefill, rows, c, [budgets[i] for i in rows])
+        while len(batch):
+            check_cancel(cancel, "Generation")
+            finished.update(batch.step())
+        for i, toks in finished.items():
             results[i] = loaded.tokenizer.decode(toks, skip_special_tokens=True)
     return results

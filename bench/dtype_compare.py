@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from mrepe_core import hardware  # noqa: E402
+from mrepe_core.config import SweepConfig  # noqa: E402
 from mrepe_core.models import choose_device, resolve_layers  # noqa: E402
-from mrepe_core.sweep import SweepConfig, run_sweep  # noqa: E402
+from mrepe_core.sweep import run_sweep  # noqa: E402
 
 TARGET = 0.01
 
@@ -67,6 +68,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: 3 coefficients, 4 prompts, 1 question per subject")
     ap.add_argument("--dtypes", default="fp32,bf16", help="comma list; the first is the reference")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument(
+        "--behavior-mode",
+        default="first_token",
+        choices=["first_token", "proxy", "generate"],
+        help="how B is measured (first_token: a continuous B on every coefficient, cheapest; with "
+        "generate, B counts answers and a flipped greedy answer moves it by 1/n_eval)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,6 +83,7 @@ def main() -> int:
         ap.error("give at least two dtypes")
 
     config = SweepConfig.from_yaml(args.preset)
+    config = dataclasses.replace(config, behavior_mode=args.behavior_mode, baseline=False)
     if args.quick:
         config = dataclasses.replace(config, r_steps=3, n_eval=4, n_pairs=8, n_questions_per_subject=1, n_diagnostics=4)
     device = choose_device(config.device)
@@ -99,7 +108,8 @@ def main() -> int:
         runs[dtype] = (result, wall)
         print(
             f"{dtype}: {wall:.1f} s wall (load {tm['load_s']:.1f}, extract {tm['extract_s']:.1f}, behaviour "
-            f"{tm['behavior_s']:.1f}, helpfulness {tm['helpfulness_s']:.1f}, checks {tm.get('diagnostics_s', 0):.1f}); "
+            f"{tm.get('behavior_s', 0):.1f}, proxy {tm.get('proxy_s', 0):.1f}, helpfulness "
+            f"{tm.get('helpfulness_s', 0):.1f}, checks {tm.get('diagnostics_s', 0):.1f}); "
             f"model dtype {result.summary['model']['dtype']}; load average {load_average()}"
         )
 

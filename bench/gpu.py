@@ -164,8 +164,8 @@ def record_workload(path: Path = WORKLOAD) -> None:
     """Tokenise the default preset's evaluation data with the embedded model's tokenizer and store
     it relabelled (each distinct token id -> its index of first appearance)."""
     from mrepe_core import datasets, prompts
+    from mrepe_core.config import SweepConfig
     from mrepe_core.models import load_model
-    from mrepe_core.sweep import SweepConfig
 
     config = SweepConfig.from_yaml(PRESET)
     tok = load_model(config.model, device="cpu", dtype="fp32").tokenizer

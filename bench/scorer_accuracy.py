@@ -31,7 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mrepe_core import scoring
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mrepe_core import scoring  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # Which side is aligned in the project's presets: harmless -> refusal, not-racist -> disagreement.

@@ -34,13 +34,17 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
+from pathlib import Path
 
-from mrepe_core import prompts, runner
-from mrepe_core.config import SweepConfig
-from mrepe_core.extract import extract_vector
-from mrepe_core.models import resolve_layers
-from mrepe_core.sweep import prepare
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mrepe_core import prompts, runner  # noqa: E402
+from mrepe_core.config import SweepConfig  # noqa: E402
+from mrepe_core.extract import extract_vector  # noqa: E402
+from mrepe_core.models import resolve_layers  # noqa: E402
+from mrepe_core.sweep import prepare  # noqa: E402
 
 # The settings the labelled continuations were generated with: the default preset's for harmless,
 # and those of the former not-racist preset (layers 8-19; it left presets/ when harmful-smollm2

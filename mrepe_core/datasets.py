@@ -207,6 +207,97 @@ def _clean(value, row: int, column: str) -> str:
     return value
 
 
+def _read_jsonl(text: str) -> list[dict]:
+    """The JSON objects of a JSONL upload, one per non-blank line."""
+    rows: list[dict] = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataValidationError(f"Line {i} is not valid JSON: {exc.msg}.") from exc
+        if not isinstance(obj, dict):
+            raise DataValidationError(f"Line {i} must be a JSON object.")
+        rows.append(obj)
+    return rows
+
+
+def _read_csv(text: str) -> list[dict]:
+    """The rows of a CSV upload whose header names pair columns, prompt columns or both."""
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataValidationError(f"CSV error: {exc}.") from exc
+    if not reader.fieldnames or not (
+        {"positive", "negative"} <= set(reader.fieldnames) or "prompt" in reader.fieldnames
+    ):
+        raise DataValidationError(
+            "The CSV header must include positive,negative (and optionally "
+            "prompt,aligned,misaligned). Download the template to start from."
+        )
+    return rows
+
+
+def _upload_rows(text: str, filename: str) -> list[dict]:
+    """The rows of an upload, read as JSONL or CSV by the file name's suffix, at most MAX_UPLOAD_ROWS."""
+    if filename.lower().endswith((".jsonl", ".json")):
+        rows = _read_jsonl(text)
+    elif filename.lower().endswith((".csv", ".txt")):
+        rows = _read_csv(text)
+    else:
+        raise DataValidationError(f"{filename}: upload a .csv or .jsonl file.")
+    if len(rows) > MAX_UPLOAD_ROWS:
+        raise DataValidationError(f"{len(rows)} rows; the limit is {MAX_UPLOAD_ROWS}.")
+    return rows
+
+
+def _pair_row(pos: str, neg: str, i: int) -> ContrastPair:
+    """The contrast pair of row ``i``: two texts that differ."""
+    if not pos or not neg:
+        raise DataValidationError(f"Row {i}: a pair needs both 'positive' and 'negative' text.")
+    if _norm(pos) == _norm(neg):
+        raise DataValidationError(
+            f"Row {i}: the positive and negative texts are the same; a contrast pair must differ in "
+            "the behaviour you want to steer."
+        )
+    return ContrastPair(pos, neg)
+
+
+def _eval_row(row: dict, i: int, prompt: str) -> BehaviorPrompt:
+    """The evaluation prompt of row ``i`` with its aligned and misaligned answer starts (``|``-separated)."""
+    aligned = tuple(a.strip() for a in _clean(row.get("aligned"), i, "aligned").split("|") if a.strip())
+    misaligned = tuple(a.strip() for a in _clean(row.get("misaligned"), i, "misaligned").split("|") if a.strip())
+    if not prompt or not aligned or not misaligned:
+        raise DataValidationError(
+            f"Row {i}: an eval row needs 'prompt', 'aligned' and 'misaligned' (answer starts separated by |)."
+        )
+    return BehaviorPrompt(prompt, aligned, misaligned)
+
+
+def _user_rows(rows: list[dict], first: int) -> tuple[list[ContrastPair], list[BehaviorPrompt], str]:
+    """(contrast pairs, evaluation prompts, system prompt) of the upload's rows, numbered from ``first``."""
+    pairs, evals, system = [], [], ""
+    for i, row in enumerate(rows, start=first):
+        kind = _clean(row.get("kind"), i, "kind").lower()
+        pos, neg = _clean(row.get("positive"), i, "positive"), _clean(row.get("negative"), i, "negative")
+        prompt = _clean(row.get("prompt"), i, "prompt")
+        if kind == "pair" or (not kind and (pos or neg)):
+            pairs.append(_pair_row(pos, neg, i))
+        elif kind == "system":
+            if not prompt:
+                raise DataValidationError(f"Row {i}: a system row needs its text in 'prompt'.")
+            system = prompt
+        elif kind == "eval" or (not kind and prompt):
+            evals.append(_eval_row(row, i, prompt))
+        elif kind and kind not in ("pair", "eval", "system"):
+            raise DataValidationError(f"Row {i}: kind must be 'pair', 'eval' or 'system', not {kind[:20]!r}.")
+        else:
+            raise DataValidationError(f"Row {i} is empty; remove it or fill positive/negative or prompt.")
+    return pairs, evals, system
+
+
 def parse_user_behavior(data: bytes, filename: str = "upload.csv", name: str = "custom") -> Behavior:
     """Parse a CSV or JSONL of contrast pairs and (optional) evaluation prompts.
 
@@ -216,67 +307,8 @@ def parse_user_behavior(data: bytes, filename: str = "upload.csv", name: str = "
     row with positive+negative is a pair, a row with prompt is an evaluation prompt.
     """
     text = _decode_upload(data, filename)
-    rows: list[dict] = []
-    if filename.lower().endswith((".jsonl", ".json")):
-        for i, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataValidationError(f"Line {i} is not valid JSON: {exc.msg}.") from exc
-            if not isinstance(obj, dict):
-                raise DataValidationError(f"Line {i} must be a JSON object.")
-            rows.append(obj)
-    elif filename.lower().endswith((".csv", ".txt")):
-        try:
-            reader = csv.DictReader(io.StringIO(text, newline=""))
-            rows = list(reader)
-        except csv.Error as exc:
-            raise DataValidationError(f"CSV error: {exc}.") from exc
-        if not reader.fieldnames or not (
-            {"positive", "negative"} <= set(reader.fieldnames) or "prompt" in reader.fieldnames
-        ):
-            raise DataValidationError(
-                "The CSV header must include positive,negative (and optionally "
-                "prompt,aligned,misaligned). Download the template to start from."
-            )
-    else:
-        raise DataValidationError(f"{filename}: upload a .csv or .jsonl file.")
-    if len(rows) > MAX_UPLOAD_ROWS:
-        raise DataValidationError(f"{len(rows)} rows; the limit is {MAX_UPLOAD_ROWS}.")
-    pairs, evals, system = [], [], ""
-    for i, row in enumerate(rows, start=2 if filename.lower().endswith(".csv") else 1):
-        kind = _clean(row.get("kind"), i, "kind").lower()
-        pos, neg = _clean(row.get("positive"), i, "positive"), _clean(row.get("negative"), i, "negative")
-        prompt = _clean(row.get("prompt"), i, "prompt")
-        if kind == "pair" or (not kind and (pos or neg)):
-            if not pos or not neg:
-                raise DataValidationError(f"Row {i}: a pair needs both 'positive' and 'negative' text.")
-            if _norm(pos) == _norm(neg):
-                raise DataValidationError(
-                    f"Row {i}: the positive and negative texts are the same; a contrast pair must differ in "
-                    "the behaviour you want to steer."
-                )
-            pairs.append(ContrastPair(pos, neg))
-        elif kind == "system":
-            if not prompt:
-                raise DataValidationError(f"Row {i}: a system row needs its text in 'prompt'.")
-            system = prompt
-        elif kind == "eval" or (not kind and prompt):
-            aligned = tuple(a.strip() for a in _clean(row.get("aligned"), i, "aligned").split("|") if a.strip())
-            misaligned = tuple(
-                a.strip() for a in _clean(row.get("misaligned"), i, "misaligned").split("|") if a.strip()
-            )
-            if not prompt or not aligned or not misaligned:
-                raise DataValidationError(
-                    f"Row {i}: an eval row needs 'prompt', 'aligned' and 'misaligned' (answer starts separated by |)."
-                )
-            evals.append(BehaviorPrompt(prompt, aligned, misaligned))
-        elif kind and kind not in ("pair", "eval", "system"):
-            raise DataValidationError(f"Row {i}: kind must be 'pair', 'eval' or 'system', not {kind[:20]!r}.")
-        else:
-            raise DataValidationError(f"Row {i} is empty; remove it or fill positive/negative or prompt.")
+    rows = _upload_rows(text, filename)
+    pairs, evals, system = _user_rows(rows, 2 if filename.lower().endswith(".csv") else 1)
     if len(pairs) < 2:
         raise DataValidationError(f"Found {len(pairs)} contrast pairs; at least 2 are needed.")
     overlap = {_norm(p.positive) for p in pairs} & {_norm(e.user) for e in evals}

@@ -15,6 +15,7 @@ the logits, which is what we read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,6 +121,112 @@ def _nonzero(r_grid) -> list[float]:
     return grid
 
 
+Logits = Callable[[torch.Tensor], torch.Tensor]  # final-normed states [n, d] -> logits [n, vocab]
+
+
+def _question_series(
+    logits: Logits, question_states: dict[float, torch.Tensor], correct: list[int], r_grid: list[float], top_k: int
+) -> tuple[list[dict], dict[str, list[float]], dict]:
+    """Per coefficient, at the questions' answer positions: the final-layer shift |Δr| and its logit
+    image |UΔr|, and the logit noise (the shift of the top-k wrong answers' logits relative to the
+    correct one). Returns the rows, the per-coefficient series and the noise samples."""
+    base = question_states[0.0]
+    logits0 = logits(base)
+    correct_t = torch.tensor(correct)
+    top = torch.argsort(-logits0, dim=1)[:, :top_k]
+    others = [[int(t) for t in top[i] if t != correct_t[i]] for i in range(len(correct))]
+    rows: list[dict] = []
+    noise_samples: dict = {}
+    norms_dr, norms_udr, stds = [], [], []
+    for r in r_grid:
+        dh = (question_states[r] - base).numpy()
+        dl = (logits(question_states[r]) - logits0).numpy()
+        norm_dr, norm_udr = np.linalg.norm(dh, axis=1), np.linalg.norm(dl, axis=1)
+        norms_dr.append(float(norm_dr.mean()))
+        norms_udr.append(float(norm_udr.mean()))
+        noise = np.concatenate([dl[i, others[i]] - dl[i, correct[i]] for i in range(len(correct))])
+        noise_samples[r] = noise
+        stds.append(float(noise.std(ddof=1)))
+        rows += [
+            dict(r_e=r, check="final_shift", statistic="norm_delta_r", value=norms_dr[-1]),
+            dict(r_e=r, check="final_shift", statistic="norm_U_delta_r", value=norms_udr[-1]),
+            dict(r_e=r, check="logit_noise", statistic="std", value=stds[-1]),
+            dict(r_e=r, check="logit_noise", statistic="mean", value=float(noise.mean())),
+        ]
+    return rows, {"norm_dr": norms_dr, "norm_udr": norms_udr, "std": stds}, noise_samples
+
+
+def _question_estimates(
+    r_grid: list[float],
+    small: list[int],
+    series: dict[str, list[float]],
+    noise_samples: dict,
+    linear_range: float,
+    n_questions: int,
+    top_k: int,
+) -> dict:
+    """λ, λ_U and λσ (slopes through the origin over the coefficients ``small``, |r| within the
+    linear range) and the normality of the noise at the largest of them."""
+    xs = np.array([abs(r_grid[k]) for k in small])
+    lam, lam_r2 = fit_slope_through_origin(xs, [series["norm_dr"][k] for k in small])
+    lam_u, _ = fit_slope_through_origin(xs, [series["norm_udr"][k] for k in small])
+    lam_sigma, ls_r2 = fit_slope_through_origin(xs, [series["std"][k] for k in small])
+    k_max = max(small, key=lambda k: abs(r_grid[k]))
+    sample = noise_samples[r_grid[k_max]]
+    z = (sample - sample.mean()) / max(sample.std(ddof=1), 1e-12)
+    normal = stats.normaltest(z) if len(z) >= 20 else None
+    return {
+        "lambda": lam,
+        "lambda_r2": lam_r2,
+        "lambda_U": lam_u,
+        "lambda_sigma": lam_sigma,
+        "lambda_sigma_r2": ls_r2,
+        "lambda_sigma_beta_estimate": HALF_NORMAL_MEAN * lam_sigma if np.isfinite(lam_sigma) else None,
+        "noise_normality": {
+            "r_e": r_grid[k_max],
+            "n": int(len(z)),
+            "skew": float(stats.skew(z)),
+            "excess_kurtosis": float(stats.kurtosis(z)),
+            "dagostino_pearson_p": float(normal.pvalue) if normal is not None else None,
+        },
+        "linear_range": linear_range,
+        "n_questions": n_questions,
+        "top_k": top_k,
+    }
+
+
+def _behavior_checks(
+    loaded: LoadedModel,
+    logits: Logits,
+    behavior_states: dict[float, torch.Tensor],
+    behavior,
+    r_grid: list[float],
+    small: list[int],
+) -> tuple[list[dict], dict]:
+    """The separation of the aligned and misaligned answer tokens' logits per coefficient, and Δλ
+    (its slope through the origin over the coefficients ``small``). Returns the rows and estimates."""
+    p0 = behavior.eval_prompts[0]
+    good, bad = metrics.answer_token_sets(loaded.tokenizer, p0.aligned, p0.misaligned)
+    logits0 = logits(behavior_states[0.0])
+    rows: list[dict] = []
+    sep = []
+    for r in r_grid:
+        dl_b = logits(behavior_states[r]) - logits0
+        sep.append(float((dl_b[:, good].mean(1) - dl_b[:, bad].mean(1)).mean()))
+        rows.append(dict(r_e=r, check="separation", statistic="mean_good_minus_bad", value=sep[-1]))
+    dl_hat, dl_r2 = fit_slope_through_origin([r_grid[k] for k in small], [sep[k] for k in small])
+    estimates = {
+        "delta_lambda_estimate": dl_hat,
+        "delta_lambda_r2": dl_r2,
+        "separation_tokens": {
+            "good": [loaded.tokenizer.decode([t]) for t in good],
+            "bad": [loaded.tokenizer.decode([t]) for t in bad],
+        },
+        "n_behavior_prompts": int(behavior_states[0.0].shape[0]),
+    }
+    return rows, estimates
+
+
 def checks_from_states(
     loaded: LoadedModel,
     r_grid,
@@ -149,77 +256,15 @@ def checks_from_states(
     if question_states is not None:
         if correct is None:
             raise ValueError("Question states need the correct answers' token ids.")
-        base = question_states[0.0]
-        logits0 = logits(base)
-        correct_t = torch.tensor(correct)
-        top = torch.argsort(-logits0, dim=1)[:, :top_k]
-        others = [[int(t) for t in top[i] if t != correct_t[i]] for i in range(len(correct))]
-        norms_dr, norms_udr, stds = [], [], []
-        for r in r_grid:
-            dh = (question_states[r] - base).numpy()
-            dl = (logits(question_states[r]) - logits0).numpy()
-            norm_dr, norm_udr = np.linalg.norm(dh, axis=1), np.linalg.norm(dl, axis=1)
-            norms_dr.append(float(norm_dr.mean()))
-            norms_udr.append(float(norm_udr.mean()))
-            noise = np.concatenate([dl[i, others[i]] - dl[i, correct[i]] for i in range(len(correct))])
-            noise_samples[r] = noise
-            stds.append(float(noise.std(ddof=1)))
-            rows += [
-                dict(r_e=r, check="final_shift", statistic="norm_delta_r", value=norms_dr[-1]),
-                dict(r_e=r, check="final_shift", statistic="norm_U_delta_r", value=norms_udr[-1]),
-                dict(r_e=r, check="logit_noise", statistic="std", value=stds[-1]),
-                dict(r_e=r, check="logit_noise", statistic="mean", value=float(noise.mean())),
-            ]
-        xs = np.array([abs(r_grid[k]) for k in small])
-        lam, lam_r2 = fit_slope_through_origin(xs, [norms_dr[k] for k in small])
-        lam_u, _ = fit_slope_through_origin(xs, [norms_udr[k] for k in small])
-        lam_sigma, ls_r2 = fit_slope_through_origin(xs, [stds[k] for k in small])
-        k_max = max(small, key=lambda k: abs(r_grid[k]))
-        sample = noise_samples[r_grid[k_max]]
-        z = (sample - sample.mean()) / max(sample.std(ddof=1), 1e-12)
-        normal = stats.normaltest(z) if len(z) >= 20 else None
-        estimates.update(
-            {
-                "lambda": lam,
-                "lambda_r2": lam_r2,
-                "lambda_U": lam_u,
-                "lambda_sigma": lam_sigma,
-                "lambda_sigma_r2": ls_r2,
-                "lambda_sigma_beta_estimate": HALF_NORMAL_MEAN * lam_sigma if np.isfinite(lam_sigma) else None,
-                "noise_normality": {
-                    "r_e": r_grid[k_max],
-                    "n": int(len(z)),
-                    "skew": float(stats.skew(z)),
-                    "excess_kurtosis": float(stats.kurtosis(z)),
-                    "dagostino_pearson_p": float(normal.pvalue) if normal is not None else None,
-                },
-                "linear_range": linear_range,
-                "n_questions": len(correct),
-                "top_k": top_k,
-            }
-        )
+        q_rows, series, samples = _question_series(logits, question_states, correct, r_grid, top_k)
+        rows += q_rows
+        noise_samples.update(samples)
+        estimates.update(_question_estimates(r_grid, small, series, noise_samples, linear_range, len(correct), top_k))
 
     if behavior_states is not None:
-        p0 = behavior.eval_prompts[0]
-        good, bad = metrics.answer_token_sets(loaded.tokenizer, p0.aligned, p0.misaligned)
-        logits0 = logits(behavior_states[0.0])
-        sep = []
-        for r in r_grid:
-            dl_b = logits(behavior_states[r]) - logits0
-            sep.append(float((dl_b[:, good].mean(1) - dl_b[:, bad].mean(1)).mean()))
-            rows.append(dict(r_e=r, check="separation", statistic="mean_good_minus_bad", value=sep[-1]))
-        dl_hat, dl_r2 = fit_slope_through_origin([r_grid[k] for k in small], [sep[k] for k in small])
-        estimates.update(
-            {
-                "delta_lambda_estimate": dl_hat,
-                "delta_lambda_r2": dl_r2,
-                "separation_tokens": {
-                    "good": [loaded.tokenizer.decode([t]) for t in good],
-                    "bad": [loaded.tokenizer.decode([t]) for t in bad],
-                },
-                "n_behavior_prompts": int(behavior_states[0.0].shape[0]),
-            }
-        )
+        b_rows, b_estimates = _behavior_checks(loaded, logits, behavior_states, behavior, r_grid, small)
+        rows += b_rows
+        estimates.update(b_estimates)
     return DiagnosticsResult(
         pd.DataFrame(rows, columns=["r_e", "check", "statistic", "value"]), estimates, noise_samples
     )

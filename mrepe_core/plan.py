@@ -148,61 +148,88 @@ class SweepPlan:
                 target.texts.append(t)
 
     def stages(self) -> Iterator[Stage]:
-        c = self.config
-        hel = {"helpfulness": self.hel} if self.hel else {}
-        if c.behavior_mode == "first_token":
-            beh = m.FirstTokenBehavior(
-                self.loaded, self.behavior, self.vector, self.layers, c.batch_size, self.keep_beh
-            )
-            yield Stage(
-                "measure",
-                "measuring B (next-token proxy) and helpfulness over r_e",
-                {"behavior": beh, **hel},
-                interleave(
-                    _batches("behavior", beh, self.grid),
-                    *([_batches("helpfulness", self.hel, self.grid)] if self.hel else []),
-                ),
-            )
+        """The stages in order, each built when the one before has run (it reads that one's answers)."""
+        if self.config.behavior_mode == "first_token":
+            yield self._first_token_stage()
             return
-        yield Stage(
+        yield self._coarse_stage()
+        yield self._proxy_stage()
+        fine = self._fine_stage()
+        if fine is not None:
+            yield fine
+        yield self._coherence_stage()
+        if not self.config.baseline:
+            return
+        yield self._baseline_stage()
+        yield self._baseline_coherence_stage()
+
+    def _helpfulness_work(self) -> dict:
+        return {"helpfulness": self.hel} if self.hel else {}
+
+    def _first_token_stage(self) -> Stage:
+        c = self.config
+        beh = m.FirstTokenBehavior(self.loaded, self.behavior, self.vector, self.layers, c.batch_size, self.keep_beh)
+        return Stage(
+            "measure",
+            "measuring B (next-token proxy) and helpfulness over r_e",
+            {"behavior": beh, **self._helpfulness_work()},
+            interleave(
+                _batches("behavior", beh, self.grid),
+                *([_batches("helpfulness", self.hel, self.grid)] if self.hel else []),
+            ),
+        )
+
+    def _coarse_stage(self) -> Stage:
+        return Stage(
             "coarse",
             "generating answers at a coarse grid of r_e",
-            {"behavior": self.generated, **hel},
+            {"behavior": self.generated, **self._helpfulness_work()},
             interleave(
                 _batches("behavior", self.generated, self.coarse),
                 *([_batches("helpfulness", self.hel, self.coarse)] if self.hel else []),
             ),
         )
+
+    def _proxy_stage(self) -> Stage:
+        """The sequence proxy over the whole grid, from the openings of the answers generated before it runs."""
+        c = self.config
         sides = proxy.openings(self.loaded, self.behavior, self.generated.answers, n_tokens=c.opening_tokens)
         seq = proxy.SequenceProxy(
             self.loaded, self.behavior, self.vector, self.layers, sides, c.batch_size, self.keep_beh
         )
-        yield Stage(
+        return Stage(
             "proxy",
             "sequence proxy over the whole grid (from the model's own openings)",
             {"proxy": seq},
             _batches("proxy", seq, self.grid),
         )
-        fine_gen = _batches("behavior", self.generated, self.fine) if c.behavior_mode == "generate" else []
+
+    def _fine_stage(self) -> Stage | None:
+        """Answers (``generate`` mode) and helpfulness at the coefficients off the coarse grid (None: none left)."""
+        fine_gen = _batches("behavior", self.generated, self.fine) if self.config.behavior_mode == "generate" else []
         fine_hel = _batches("helpfulness", self.hel, self.fine) if self.hel else []
-        if fine_gen or fine_hel:
-            yield Stage(
-                "fine",
-                "generating answers at the remaining coefficients",
-                {"behavior": self.generated, **hel},
-                interleave(fine_gen, fine_hel),
-            )
-        answers_coherence = coherence.Coherence(
-            self.loaded, self.behavior, self.generated.answers, batch_size=c.batch_size
+        if not (fine_gen or fine_hel):
+            return None
+        return Stage(
+            "fine",
+            "generating answers at the remaining coefficients",
+            {"behavior": self.generated, **self._helpfulness_work()},
+            interleave(fine_gen, fine_hel),
         )
-        yield Stage(
+
+    def _coherence_stage(self) -> Stage:
+        answers_coherence = coherence.Coherence(
+            self.loaded, self.behavior, self.generated.answers, batch_size=self.config.batch_size
+        )
+        return Stage(
             "coherence",
             "scoring the answers' coherence under the unsteered model",
             {"coherence": _Once(answers_coherence.rows, len(self.generated.answers))},
             [("coherence", [(0, 0.0)])],
         )
-        if not c.baseline:
-            return
+
+    def _baseline_stage(self) -> Stage:
+        c = self.config
         base_hel = (
             m.Helpfulness(
                 self.loaded,
@@ -218,22 +245,24 @@ class SweepPlan:
             else None
         )
         work = {"baseline": self.baseline, **({"baseline_helpfulness": base_hel} if base_hel else {})}
-        yield Stage(
+        return Stage(
             "baseline",
             "the prompting baseline: the unsteered model asked in a system prompt",
             work,
             _batches("baseline", self.baseline, [0.0])
             + (_batches("baseline_helpfulness", base_hel, [0.0]) if base_hel else []),
         )
+
+    def _baseline_coherence_stage(self) -> Stage:
         base_coherence = coherence.Coherence(
             self.loaded,
             self.behavior,
             self.baseline.answers,
             task="baseline",
             system=self.behavior.system_prompt or None,
-            batch_size=c.batch_size,
+            batch_size=self.config.batch_size,
         )
-        yield Stage(
+        return Stage(
             "baseline_coherence",
             "coherence of the baseline's answers",
             {"baseline_coherence": _Once(base_coherence.rows, len(self.baseline.answers))},

@@ -26,7 +26,7 @@ from mrepe_core.plots import (
     marker_frames,
     tradeoff_figure,
 )
-from mrepe_core.plots.tradeoff import HEIGHT as CHART_HEIGHT
+from mrepe_core.plots.curve_style import HEIGHT as CHART_HEIGHT
 from mrepe_core.result import SweepResult
 from mrepe_core.tradeoff import EfficientRegime, Tradeoff, fit_problem, fit_tradeoff
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .tradeoff import R_AXIS_TITLE, TEMPLATE
+from .curve_style import R_AXIS_TITLE, TEMPLATE
 
 HEIGHT = 360
 COLORS = {

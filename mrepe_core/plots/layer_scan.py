@@ -11,8 +11,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 
+from .curve_style import R_AXIS_TITLE
 from .diagnostics_style import DiagnosticsPlotError, chart_layout
-from .tradeoff import R_AXIS_TITLE
 
 LAYER_COLUMNS = ("layer_start", "layer_stop", "r_e", "metric", "value")
 METRIC_TITLES = {"behavior_expectation": "behaviour expectation B", "helpfulness": "helpfulness P(correct)"}

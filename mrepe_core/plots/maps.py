@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .tradeoff import TEMPLATE
+from .curve_style import TEMPLATE
 
 HEIGHT = 520
 # Plotly's D3 / Tableau 10 colours: one per set, in the order the sets first appear.

@@ -2,7 +2,8 @@
 
 Zero-shot label bars, concept membership (eq. 1), CMC before/after (eq. 8), the per-layer
 activation-patching effect (eq. 2), span attention mass (eq. 7) and adversarial robustness (eq. 11).
-The alpha trade-off curves reuse :mod:`mrepe_core.plots.tradeoff` on the sweep frame.
+The alpha trade-off curves reuse :mod:`mrepe_core.plots.tradeoff` and :mod:`mrepe_core.plots.tradeoff_chart`
+on the sweep frame.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from .tradeoff import TEMPLATE
+from .curve_style import TEMPLATE
 
 HEIGHT = 340
 COLORS = {

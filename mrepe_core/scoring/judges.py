@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,10 @@ class _HFScorer(TextScorer):
             raise ScorerLoadError(f"{location} is not a model folder (no config.json); save the model there first.")
         self.location, self.batch_size, self.device = location, max(1, int(batch_size)), device
         self.name = f"{self.what}:{location}"
-        self._model = self._tok = None
+        # A transformers model and its tokenizer once _load has run (None until then); their
+        # classes depend on the family (causal LM or sequence classifier), hence Any.
+        self._model: Any = None
+        self._tok: Any = None
 
     def _from_pretrained(self):
         raise NotImplementedError

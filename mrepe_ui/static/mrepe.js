@@ -3,7 +3,7 @@
  * Charts. Each chart is a gr.HTML whose value is a plotly figure as JSON; mountChart() draws it
  * with plotly's basic bundle (static/plotly-basic.min.js). A figure built with a slider grid
  * carries layout.meta.marker_frames, its current-r_e marker at every slider position (format:
- * the docstring of mrepe_core/plots/tradeoff.py); the behaviour chart also carries
+ * the docstring of mrepe_core/plots/markers.py); the behaviour chart also carries
  * layout.meta.readouts, the readout Markdown at every position.
  *
  * Answers. The gr.HTML #answer-table holds, as JSON, the answers precomputed by the sweep for the

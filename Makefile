@@ -46,8 +46,9 @@ lint: install-dev
 	$(PY) -m ruff check mrepe_core mrepe_ui app.py bench tests
 	$(PY) -m mypy mrepe_core
 
-# The suite in a seeded random order (pytest-randomly): a test that depends on another's leftovers fails.
-test: install-dev browser
+# Lint first (format, rules, types), then the suite in a seeded random order (pytest-randomly):
+# a test that depends on another's leftovers fails.
+test: install-dev browser lint
 	$(PY) -m pytest -q -p no:cacheprovider -p randomly --randomly-seed=$(SEED)
 
 test-fast: install-dev

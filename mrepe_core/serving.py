@@ -100,7 +100,8 @@ class GenerationBatcher:
                 while not self._queue:
                     self._cond.wait()
                 key = self._queue[0].key()
-            taken, rest = [], deque()
+            taken: list[_Request] = []
+            rest: deque[_Request] = deque()
             blocked = False
             while self._queue:
                 req = self._queue.popleft()

@@ -10,12 +10,14 @@ are being served waits for one step, not for their whole answers).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from ..models import LoadedModel
-from ..steering import steer
+from ..steering import SteeringVector, steer
 
 
 def new_cache(loaded: LoadedModel):
@@ -72,19 +74,20 @@ class DecodeBatch:
     """Rows being decoded (module docstring). ``ids`` name the rows for the caller."""
 
     loaded: LoadedModel
-    vector: object
-    layers: object
+    vector: SteeringVector | None
+    layers: Sequence[int] | str | None
     ids: list = field(default_factory=list)
     coeff: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     budgets: list[int] = field(default_factory=list)
     written: list[list[int]] = field(default_factory=list)
-    token: torch.Tensor | None = None
-    cache: object = None
-    mask: torch.Tensor | None = None
-    positions: torch.Tensor | None = None
+    # Empty until the first merge; ``ids`` being empty is what marks an empty batch.
+    token: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    cache: Any = None  # a transformers DynamicCache once rows are in
+    mask: torch.Tensor = field(default_factory=lambda: torch.zeros((0, 0), dtype=torch.long))
+    positions: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     do_sample: bool = False
     temperature: float = 1.0
-    generator: object = None
+    generator: torch.Generator | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -93,7 +96,7 @@ class DecodeBatch:
         """Add prefilled rows (their first token is picked here); returns ``{id: tokens}`` of the
         rows already finished (end of sequence at once, or a budget of one token)."""
         token = pick(prefill.logits, self.do_sample, self.temperature, self.generator)
-        if self.cache is None:
+        if not self.ids:
             self.cache, self.mask, self.positions, self.token = prefill.cache, prefill.mask, prefill.positions, token
             self.ids, self.coeff, self.budgets = list(ids), coeff.clone(), list(budgets)
             self.written = [[] for _ in ids]

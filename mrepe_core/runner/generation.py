@@ -111,6 +111,8 @@ def _packed_prefill(
                         values = [torch.zeros(kv_shape, dtype=v.dtype, device=v.device) for _ in range(n_layers)]
                     keys[layer][row, :, start:] = k[:, path]
                     values[layer][row, :, start:] = v[:, path]
+    if logits is None:  # every row is in some batch, so only an empty input gets here
+        raise ValueError("prefill needs at least one row")
     cache = new_cache(loaded)
     for layer in range(n_layers):
         cache.update(keys[layer], values[layer], layer)

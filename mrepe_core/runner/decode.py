@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ..models import LoadedModel
-from ..steering import SteeringVector, steer
+from ..steering import steer
+from ..vectors import SteeringVector
 
 
 def new_cache(loaded: LoadedModel):

@@ -54,8 +54,8 @@ from .maps_views import (
     map_status,
     r_slider_update,
     show_stored_diagnostics,
-    umap_settled,
     umap_status,
+    umap_timer,
 )
 from .presets import available_presets, get_preset, preset_layer_count, preset_result
 
@@ -217,7 +217,7 @@ def build_map_view(
             r_slider_update(session),
             map_status(session),
             gr.update(value=req["method"]),
-            gr.Timer(active=waiting is not None),
+            umap_timer(),
         )
     except Cancelled:
         yield (session, skip, skip, skip, cancelled_note(switch, "Drawing the map"), skip, skip)
@@ -242,7 +242,7 @@ def redraw_map(layer, method, steer_sets, measure, session, progress=gr.Progress
     if waiting is not None:
         gr.Warning(waiting)
         shown_method = session.explorer.view.concept_map.method if session.explorer.view else "pca"
-        yield (session, skip, skip, skip, gr.update(value=shown_method), gr.Timer(active=True))
+        yield (session, skip, skip, skip, gr.update(value=shown_method), umap_timer())
         return
     key = session_key(request, session)
     switch = JOBS.start(key, MAP)
@@ -255,7 +255,7 @@ def redraw_map(layer, method, steer_sets, measure, session, progress=gr.Progress
             r_slider_update(session),
             map_status(session),
             gr.update(value=method),
-            gr.Timer(active=False),
+            umap_timer(),
         )
     except Cancelled:
         yield (session, skip, skip, cancelled_note(switch, "Drawing the map"), skip, skip)
@@ -276,12 +276,12 @@ def move_points(r_e, session):
 
 def umap_tick():
     """The UMAP hint: its current state, and whether to keep checking (until ready or failed)."""
-    return gr.update(info=umap_status()), gr.Timer(active=not umap_settled())
+    return gr.update(info=umap_status()), umap_timer()
 
 
 def umap_hint_on_load():
     """Page load: the hint as it is now, and the timer running while UMAP warms up."""
-    return gr.update(info=umap_status()), gr.Timer(active=projection.umap_state() == projection.WARMING)
+    return gr.update(info=umap_status()), umap_timer()
 
 
 # ---------------------------------------------------------------------------------------------

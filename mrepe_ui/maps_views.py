@@ -205,6 +205,7 @@ def umap_status() -> str:
     return "UMAP loads when first chosen (under a minute, in the background); PCA works now."
 
 
-def umap_settled() -> bool:
-    """Whether the hint can stop updating: UMAP ready or failed."""
-    return projection.umap_state() in (projection.READY, projection.FAILED)
+def umap_timer() -> gr.Timer:
+    """The hint's timer: it ticks while UMAP warms up, whatever the visitor drew meanwhile (a PCA
+    map drawn during the warm-up must not stop the hint from turning to 'ready')."""
+    return gr.Timer(active=projection.umap_state() == projection.WARMING)

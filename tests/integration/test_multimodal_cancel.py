@@ -7,6 +7,7 @@ sleeping pre-hook (``slow_layers``): times then depend on the sleeps, not on the
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from contextlib import contextmanager
@@ -186,22 +187,35 @@ def test_leaving_the_page_stops_the_sessions_jobs(tiny_model_dir):
 @pytest.mark.slow
 @pytest.mark.parametrize("panel", ["scr", "patching"])
 def test_on_the_embedded_model_cancel_and_the_model_lock_are_prompt(panel):
-    """The same measurements on SmolLM2-135M at the tab's defaults (no slowed layers)."""
+    """The same measurements on SmolLM2-135M at the tab's defaults. SCR runs at full speed; the
+    patching of a ~110-token prompt (the panel's cap is 128) takes ~20 s in fp32 on two cores but
+    under 2 s where the CPU has native bf16, too short to cancel, so its layers are slowed a little
+    (20 ms each: ~0.6 s per patched pass) to keep it running whatever the machine."""
     loaded = load_language_model("")
     if panel == "scr":
-        job = Job(tab.run_scr, "", 64, DEFAULT_SAFETY_INSTRUCTION, 2.0, 24)
+        slowed = contextlib.nullcontext()
+        job_args = (tab.run_scr, "", 64, DEFAULT_SAFETY_INSTRUCTION, 2.0, 24)
     else:
-        # ~110 tokens (the panel's cap is 128): about 20 s of patching on two CPU cores.
         long = (
             "Some background. " * 20 + "The Eiffel Tower, which was built for the 1889 World's Fair, is in the city of"
         )
-        job = Job(
-            tab.run_patching, "", long, long.replace("Eiffel Tower", "Colosseum"), " Paris", " Rome", "last", True
+        slowed = slow_layers(loaded.model, 0.02)
+        job_args = (
+            tab.run_patching,
+            "",
+            long,
+            long.replace("Eiffel Tower", "Colosseum"),
+            " Paris",
+            " Rome",
+            "last",
+            True,
         )
-    job.wait_running()
-    time.sleep(1.0)
-    waits = lock_waits(loaded.model, n=4, every=0.3)
-    took = job.cancel_and_time(panel)
+    with slowed:
+        job = Job(*job_args)
+        job.wait_running()
+        time.sleep(1.0)
+        waits = lock_waits(loaded.model, n=4, every=0.3)
+        took = job.cancel_and_time(panel)
     print(f"\n{panel} on {loaded.name}: stopped {took:.2f} s after Cancel; lock waits {[round(w, 2) for w in waits]} s")
     assert took < STOP_S and max(waits) < 4.0  # one batch (2 x 24 tokens) or one patched pass, 2 busy CPU cores
     assert job.error is None

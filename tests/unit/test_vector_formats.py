@@ -227,7 +227,7 @@ def test_hostile_gguf_header_is_refused_before_the_parser_sees_it(tmp_path):
 
 def test_oversized_and_foreign_files_are_refused(tmp_path, monkeypatch):
     path = write_gguf(unit_vector(), tmp_path / "v.gguf")
-    monkeypatch.setattr(vf, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(vf.gguf, "MAX_FILE_BYTES", 100)
     with pytest.raises(VectorFileError, match="over 0 MB"):
         read_gguf(path)
     other = tmp_path / "other.gguf"
@@ -310,7 +310,7 @@ def test_svec_limits_and_no_echo(tmp_path, monkeypatch):
     (tmp_path / "bin.svec").write_bytes(b"\xff\xfe{}")
     with pytest.raises(VectorFileError, match="UTF-8"):
         read_svec(tmp_path / "bin.svec")
-    monkeypatch.setattr(vf, "MAX_JSON_BYTES", 10)
+    monkeypatch.setattr(vf.svec, "MAX_JSON_BYTES", 10)
     with pytest.raises(VectorFileError, match="over 0 MB"):
         read_svec(tmp_path / "key.svec")
 

@@ -70,6 +70,17 @@ def machine() -> str:
     return f"{cpu} ({os.cpu_count()} logical cores{mem}), {gpu}, {torch_v}, Python {platform.python_version()}"
 
 
+def peak_rss_mb(pid: int) -> str:
+    """The app process's peak resident memory (VmHWM), as the kernel counts it."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return f"{int(line.split()[1]) / 1024:.0f} MB"
+    except (OSError, ValueError):
+        pass
+    return "unknown"
+
+
 def percentile(values: list[float], q: float) -> float:
     s = sorted(values)
     k = (len(s) - 1) * q
@@ -157,6 +168,8 @@ def main() -> int:
         same = sum(tuple(solo.predict(p, r, args.tokens, api_name="/generate")) == answers[(p, r)] for p, r in sample)
         print(f"equal to serial answers: {same}/{len(sample)}")
         print(f"load average after: {os.getloadavg()}")
+        if proc is not None:
+            print(f"app peak RSS: {peak_rss_mb(proc.pid)}")
         print(f"p50_ratio: {p50 / idle_median:.2f}")
         print(f"p95_ratio: {p95 / idle_median:.2f}")
         return 0 if same == len(sample) and not errors else 1

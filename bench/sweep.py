@@ -51,6 +51,19 @@ from mrepe_core.sweep import run_sweep  # noqa: E402
 
 TOLERANCE = 1e-3  # engine vs the paper's loop (batch size 1)
 PEER_TOLERANCE = 1e-5  # engine vs the peer loop
+# In bf16/fp16 every layer's output is rounded to 8 (11) mantissa bits, and two correct
+# implementations round at different points (packed vs padded rows, shared prefixes, fused
+# attention): on the default preset the engine in bf16 differs from the engine in fp32 by up to
+# 0.097 in one item's B (bench/dtype_compare.py, Intel Xeon with AMX, 2026-12-05). Equality to
+# 1e-5 is a claim about fp32; in half precision the check only catches a wrong computation.
+HALF_PRECISION_TOLERANCE = 0.15
+
+
+def tolerances(dtype: torch.dtype) -> tuple[float, float]:
+    """(vs the paper's loop, vs the peer loop) for a run in ``dtype``."""
+    if dtype in (torch.bfloat16, torch.float16):
+        return HALF_PRECISION_TOLERANCE, HALF_PRECISION_TOLERANCE
+    return TOLERANCE, PEER_TOLERANCE
 
 
 def load_average() -> str:
@@ -390,15 +403,17 @@ def main() -> int:
 
     diff_b, diff_q = max_diff(naive_b, eng_b), max_diff(naive_q, eng_q)
     peer_diff_b, peer_diff_q = max_diff(peer_b, eng_b), max_diff(peer_q, eng_q)
-    ok_naive = diff_b < TOLERANCE and diff_q < TOLERANCE
-    ok_peer = peer_diff_b < PEER_TOLERANCE and peer_diff_q < PEER_TOLERANCE
+    tol_naive, tol_peer = tolerances(loaded.dtype)
+    ok_naive = diff_b < tol_naive and diff_q < tol_naive
+    ok_peer = peer_diff_b < tol_peer and peer_diff_q < tol_peer
+    rounding = " (half-precision rounding; equality to 1e-5 is checked in fp32)" if tol_peer != PEER_TOLERANCE else ""
     print(
         f"max |engine - naive|: B {diff_b:.2e} over {len(naive_b)} values, P(correct) {diff_q:.2e} over "
-        f"{len(naive_q)} values -> {'OK' if ok_naive else 'MISMATCH'} (tolerance {TOLERANCE})"
+        f"{len(naive_q)} values -> {'OK' if ok_naive else 'MISMATCH'} (tolerance {tol_naive}{rounding})"
     )
     print(
         f"max |engine - peer|: B {peer_diff_b:.2e} over {len(peer_b)} values, P(correct) {peer_diff_q:.2e} over "
-        f"{len(peer_q)} values -> {'OK' if ok_peer else 'MISMATCH'} (tolerance {PEER_TOLERANCE})"
+        f"{len(peer_q)} values -> {'OK' if ok_peer else 'MISMATCH'} (tolerance {tol_peer}{rounding})"
     )
     print(f"peak RSS: {peak_rss_mb():.0f} MB; load average at end {load_average()}")
     print(

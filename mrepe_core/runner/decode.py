@@ -93,6 +93,7 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @torch.inference_mode()
     def merge(self, prefill: Prefill, ids: list, coeff: torch.Tensor, budgets: list[int]) -> dict:
         """Add prefilled rows (their first token is picked here); returns ``{id: tokens}`` of the
         rows already finished (end of sequence at once, or a budget of one token)."""
@@ -136,6 +137,7 @@ class DecodeBatch:
             self.drop(keep)
         return done
 
+    @torch.inference_mode()
     def drop(self, keep: list[int]) -> None:
         """Keep only the rows at these positions (others finished, or their visitor left)."""
         if len(keep) == len(self.ids):
@@ -150,7 +152,24 @@ class DecodeBatch:
         self.ids = [self.ids[k] for k in keep]
         self.budgets = [self.budgets[k] for k in keep]
         self.written = [self.written[k] for k in keep]
+        self._trim_padding()
 
+    def _trim_padding(self) -> None:
+        """Cut the cache columns that no remaining row attends to (left padding of rows that left).
+
+        The batch keeps running while visitors keep arriving, and every step adds a column; without
+        this the cache would grow with the batch's age rather than with its oldest live row (a
+        server under steady load ran out of memory). Positions are explicit, so results do not change."""
+        used = self.mask.bool().any(dim=0).nonzero()
+        first = int(used[0]) if len(used) else self.mask.shape[1]
+        if first == 0:
+            return
+        trimmed = new_cache(self.loaded)
+        for layer, (k, v) in enumerate(_layers_kv(self.cache)):
+            trimmed.update(k[:, :, first:, :].contiguous(), v[:, :, first:, :].contiguous(), layer)
+        self.cache, self.mask = trimmed, self.mask[:, first:].contiguous()
+
+    @torch.inference_mode()  # callers such as the serving batcher need not remember it
     def step(self) -> dict:
         """One token for every live row; returns ``{id: tokens}`` of the rows that finished."""
         if not self.ids:

@@ -120,6 +120,7 @@ def _packed_prefill(
     return Prefill(logits, cache, mask, lengths.to(loaded.device))
 
 
+@torch.inference_mode()  # no autograd graph: a caller outside inference mode kept every step's activations
 def prefill_rows(loaded: LoadedModel, texts: list[str], vector, layers, coeff: torch.Tensor, cancel=None) -> Prefill:
     """Prefill rows for decoding: the packed path where the model's family allows it, else the
     model's own forward (both leave an ordinary left-padded cache)."""

@@ -72,3 +72,53 @@ def test_a_request_joins_a_running_batch_and_leaves_first(tiny_llama):
         slow.remove()
     assert finished["long"][0] == long_alone and finished["short"][0] == short_alone
     assert finished["short"][1] < finished["long"][1] - 0.2  # it did not wait for the long answer
+
+
+def test_a_batch_that_never_empties_keeps_its_cache_as_long_as_its_oldest_row(tiny_llama):
+    """Under steady load the decode batch never drains: rows join and leave while it runs. Its
+    cache and mask must shrink when the rows that made them long have left (a server that kept
+    every column since the batch began grew to 24 GB), and the answers must not change."""
+    import torch
+
+    vec = random_vector(tiny_llama, seed=7)
+    texts = chat_texts(tiny_llama)
+    batch = runner.DecodeBatch(tiny_llama, vec, [1, 2])
+    finished: dict = {}
+    lengths = []
+    n_rows = 6
+    for k in range(n_rows):  # a new row joins every 5 steps; each writes 8 tokens
+        coeff = torch.tensor([float(k) - 2.0])
+        prefill = runner.prefill_rows(tiny_llama, [texts[k % len(texts)]], vec, [1, 2], coeff)
+        finished.update(batch.merge(prefill, [k], coeff, [8]))
+        for _ in range(5):
+            finished.update(batch.step())
+            lengths.append(batch.mask.shape[1] if len(batch) else 0)
+            if len(batch):
+                keys = batch.cache.layers[0].keys
+                assert keys.shape[2] == batch.mask.shape[1] and keys.shape[0] == len(batch)
+                assert bool(batch.mask[:, 0].any())  # no column that every row ignores
+    while len(batch):
+        finished.update(batch.step())
+    longest_prompt = max(len(tiny_llama.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    assert max(lengths) <= longest_prompt + 8 + 5  # bounded by a row's life, not by the batch's age
+    alone = [
+        runner.generate(tiny_llama, [texts[k % len(texts)]], vec, [1, 2], [float(k) - 2.0], 8) for k in range(n_rows)
+    ]
+    decoded = [tiny_llama.tokenizer.decode(finished[k], skip_special_tokens=True) for k in range(n_rows)]
+    assert decoded == [a[0] for a in alone]
+
+
+def test_decoding_outside_inference_mode_keeps_no_autograd_graph(tiny_llama):
+    """The batcher calls prefill and steps itself, outside ``runner.generate``'s inference mode: with
+    a graph kept through the cache, a server's memory grew by every step's activations (OOM)."""
+    import torch
+
+    assert torch.is_grad_enabled()
+    vec = random_vector(tiny_llama, seed=8)
+    coeff = torch.tensor([0.0, 1.0])
+    prefill = runner.prefill_rows(tiny_llama, chat_texts(tiny_llama)[:2], vec, [1, 2], coeff)
+    batch = runner.DecodeBatch(tiny_llama, vec, [1, 2])
+    batch.merge(prefill, [0, 1], coeff, [5, 5])
+    batch.step()
+    tensors = [prefill.logits, batch.cache.layers[0].keys, batch.cache.layers[-1].values]
+    assert all(t.grad_fn is None and not t.requires_grad for t in tensors)

@@ -241,7 +241,10 @@ def _quiet_loading() -> Iterator[None]:
 def wrap_model(model, tokenizer, name: str, source: str = "", device: torch.device | None = None) -> LoadedModel:
     """Prepare an already-built model (e.g. a tiny random one in tests) for the engine."""
     device = device or next(model.parameters()).device
-    model = model.to(device).eval()
+    # Frozen: the engine only reads the model, and a forward pass outside inference mode would
+    # otherwise keep an autograd graph of every activation (a serving loop ran out of memory so).
+    # Gradients with respect to inputs (the multimodal robustness check) still work.
+    model = model.to(device).eval().requires_grad_(False)
     if tokenizer is not None:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -54,3 +54,24 @@ def random_vector(loaded, seed=0):
 def chat_texts(loaded):
     # A shared chat prefix, as the sweep's behaviour prompts have.
     return [prompts.render_chat(loaded.tokenizer, u, system="You are a helpful assistant.") for u in USERS]
+
+
+def tiny_sweep_fields(**overrides) -> dict:
+    """Sweep settings of the tests' tiny presets (the tiny Llama, layers 1-2, five r_e in [-2, 2],
+    the next-token proxy, fp32); each test names what it changes."""
+    fields = dict(
+        model="tiny",
+        behavior="harmless",
+        layers="1:3",
+        r_min=-2.0,
+        r_max=2.0,
+        r_steps=5,
+        n_pairs=4,
+        n_eval=4,
+        helpfulness_subjects=["marketing"],
+        n_questions_per_subject=3,
+        mmlu_split="dev",
+        dtype="fp32",
+        behavior_mode="logit",  # the next-token proxy: one forward per row
+    )
+    return {**fields, **overrides}

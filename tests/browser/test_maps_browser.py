@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
 import dashboard_bench as bench  # noqa: E402
+from tiny_models import tiny_sweep_fields  # noqa: E402
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -36,23 +37,7 @@ def presets_folder(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("presets")
     shutil.copy(ROOT / "presets" / "harmless-smollm2.yaml", folder / "harmless-smollm2.yaml")
     shutil.copytree(ROOT / "presets" / "harmless-smollm2", folder / "harmless-smollm2")
-    fields = dict(
-        name=TINY,
-        model=str(tiny_model_dir),
-        behavior="harmless",
-        layers="1:3",
-        r_min=-2.0,
-        r_max=2.0,
-        r_steps=5,
-        n_pairs=4,
-        n_eval=6,
-        helpfulness_subjects=["marketing"],
-        n_questions_per_subject=3,
-        mmlu_split="dev",
-        dtype="fp32",
-        n_diagnostics=0,
-        behavior_mode="logit",
-    )
+    fields = tiny_sweep_fields(name=TINY, model=str(tiny_model_dir), n_eval=6, n_diagnostics=0)
     (folder / f"{TINY}.yaml").write_text(yaml.safe_dump(fields), encoding="utf-8")
     return folder
 

@@ -8,27 +8,14 @@ import numpy as np
 import pytest
 import torch
 from multimodal_tiny import one_torch_thread  # noqa: F401  (fixture: one intra-op thread per module)
+from tiny_models import tiny_sweep_fields
 
 from mrepe_core import concept_maps as cm
 from mrepe_core import map_explorer as mx
 from mrepe_core.config import SweepConfig
 from mrepe_core.limits import Cancelled
 
-CONFIG = SweepConfig(
-    model="tiny",
-    behavior="harmless",
-    layers="1:3",
-    r_min=-2.0,
-    r_max=2.0,
-    r_steps=5,
-    n_pairs=6,
-    n_eval=4,
-    helpfulness_subjects=["marketing"],
-    n_questions_per_subject=3,
-    mmlu_split="dev",
-    dtype="fp32",
-    behavior_mode="logit",
-)
+CONFIG = SweepConfig(**tiny_sweep_fields(n_pairs=6))
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ import pytest
 import torch
 import yaml
 from multimodal_tiny import one_torch_thread  # noqa: F401  (fixture: one intra-op thread per module)
+from tiny_models import tiny_sweep_fields
 
 from mrepe_core import datasets, hooks, runner
 from mrepe_core.concept_maps import steered_states
@@ -30,22 +31,7 @@ from mrepe_ui import maps_handlers, maps_jobs, maps_scan
 BATCH_S = 0.3
 STOP_WITHIN_S = 2.0
 
-CONFIG = SweepConfig(
-    model="tiny",
-    behavior="harmless",
-    layers="1:3",
-    r_min=-2.0,
-    r_max=2.0,
-    r_steps=5,
-    n_pairs=4,
-    n_eval=6,
-    helpfulness_subjects=["marketing"],
-    n_questions_per_subject=3,
-    mmlu_split="dev",
-    dtype="fp32",
-    n_diagnostics=0,
-    behavior_mode="logit",  # the next-token proxy: one forward per row
-)
+CONFIG = SweepConfig(**tiny_sweep_fields(n_eval=6, n_diagnostics=0))
 
 
 @pytest.fixture

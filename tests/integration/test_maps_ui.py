@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import yaml
 from multimodal_tiny import one_torch_thread  # noqa: F401  (fixture: one intra-op thread per module)
+from tiny_models import tiny_sweep_fields
 
 from mrepe_core.concept_map_inputs import max_user_texts
 from mrepe_core.config import SweepConfig
@@ -36,23 +37,7 @@ def presets(tmp_path_factory, tiny_model_dir):
     """A presets folder with one preset whose stored results (with assumption checks) were computed
     by a real sweep of the tiny Llama."""
     folder = tmp_path_factory.mktemp("presets")
-    fields = dict(
-        name=PRESET,
-        model=str(tiny_model_dir),
-        behavior="harmless",
-        layers="1:3",
-        r_min=-2.0,
-        r_max=2.0,
-        r_steps=5,
-        n_pairs=4,
-        n_eval=4,
-        helpfulness_subjects=["marketing"],
-        n_questions_per_subject=4,
-        mmlu_split="dev",
-        dtype="fp32",
-        n_diagnostics=4,
-        behavior_mode="logit",
-    )
+    fields = tiny_sweep_fields(name=PRESET, model=str(tiny_model_dir), n_questions_per_subject=4, n_diagnostics=4)
     result = run_sweep(SweepConfig(**fields), cache_dir=tmp_path_factory.mktemp("cache"))
     result.save(folder / PRESET)
     (folder / f"{PRESET}.yaml").write_text(yaml.safe_dump({**fields, "results": PRESET}), encoding="utf-8")

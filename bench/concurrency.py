@@ -7,7 +7,10 @@ every client, then
 2. load: ``--clients`` clients each call /generate ``--calls`` times, one after another, all
    clients at once (distinct prompt per call, so nothing is served twice);
 3. equality: a sample of the load phase's (prompt, r_e) calls is asked again alone; the answers
-   must be identical (batched decoding answers as serial decoding does).
+   must be identical (batched decoding answers as serial decoding does);
+4. the engine alone: the idle calls' work done in this process, without the app (``--engine-idle``
+   calls; 0 skips it). The app should add little to it: an app that runs Generate much slower than
+   the engine has a problem of its own (an OpenMP thread pool left on another thread made it 1.8x).
 
 Prints the machine, the idle median and the load phase's p50 / p95 / max, and their ratios to the
 idle median. The last line is ``p95_ratio: <value>``.
@@ -29,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT))
 
 import dashboard_bench as bench  # noqa: E402
 
@@ -88,6 +92,33 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
+def engine_idle_median(preset: str, tokens: int, calls: int) -> float:
+    """The idle calls' work without the app: the preset's model, vector and layers, the same
+    rendered prompts and r_e, through a batcher of this process (the app's /generate path minus
+    Gradio)."""
+    import statistics as stats
+
+    from mrepe_core import prompts
+    from mrepe_core.models import load_model
+    from mrepe_core.presets import load_preset
+    from mrepe_core.result import SweepResult
+    from mrepe_core.serving import GenerationBatcher
+    from mrepe_ui.tradeoff_tab import generate_dtype
+
+    config = load_preset(ROOT / "presets" / f"{preset}.yaml").config
+    result = SweepResult.load(ROOT / "presets" / preset)
+    loaded = load_model(config.model, device=config.device, dtype=generate_dtype(config.dtype))  # as /generate
+    layers = (result.summary or {}).get("layers") or result.vector.layers
+    batcher = GenerationBatcher()
+    times = []
+    for k in range(calls + 1):  # the first call warms up
+        text = prompts.render_chat(loaded.tokenizer, prompt(2000 + k))
+        t0 = time.perf_counter()
+        batcher.generate(loaded, [text, text], result.vector, layers, [0.0, 2.0], tokens)
+        times.append(time.perf_counter() - t0)
+    return stats.median(times[1:])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="an app already running (default: start app.py)")
@@ -97,6 +128,7 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--check", type=int, default=5, help="load-phase answers compared with serial ones")
+    ap.add_argument("--engine-idle", type=int, default=3, help="idle calls repeated in this process, no app")
     ap.add_argument("--log", default=None, help="the app's log file (default: a temp file)")
     args = ap.parse_args()
     from gradio_client import Client
@@ -170,6 +202,12 @@ def main() -> int:
         print(f"load average after: {os.getloadavg()}")
         if proc is not None:
             print(f"app peak RSS: {peak_rss_mb(proc.pid)}")
+        if args.engine_idle > 0:
+            engine = engine_idle_median(args.preset, args.tokens, args.engine_idle)
+            print(
+                f"engine alone (this process, no app): median {engine:.2f} s; "
+                f"app_idle_vs_engine: {idle_median / engine:.2f}"
+            )
         print(f"p50_ratio: {p50 / idle_median:.2f}")
         print(f"p95_ratio: {p95 / idle_median:.2f}")
         return 0 if same == len(sample) and not errors else 1

@@ -18,7 +18,6 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -101,21 +100,34 @@ def generate_concurrency() -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass
 class TradeoffSession:
     """One browser session's view: the result on screen, its fits, the slider position, the prompt
     whose precomputed answers are shown (``item``) or the visitor's own prompt and the answers
     generated for it (``own``), a sweep's cancel switch and the files exported for it. Results are
-    shared read-only between sessions."""
+    shared read-only between sessions.
 
-    result: SweepResult | None = None
-    label: str = ""
-    fits: Fits = field(default_factory=Fits)
-    r_e: float = 0.0
-    item: int | None = None
-    own: dict | None = None
-    cancel: threading.Event | None = None
-    export_dirs: list[Path] = field(default_factory=list)
+    A plain class, not a dataclass: Gradio turns a dataclass State value into a dict with
+    ``dataclasses.asdict`` when it builds the page config, which deep-copies every tensor of the
+    result. That copy ran multithreaded on the main thread and left an OpenMP thread pool there,
+    and with more pools than cores libgomp stops spinning between parallel regions: generation in
+    the app ran 1.6x slower than the same call outside it (``tests/unit/test_omp_pools.py``)."""
+
+    def __init__(
+        self,
+        result: SweepResult | None = None,
+        label: str = "",
+        fits: Fits | None = None,
+        r_e: float = 0.0,
+        item: int | None = None,
+        own: dict | None = None,
+        cancel: threading.Event | None = None,
+        export_dirs: list[Path] | None = None,
+    ) -> None:
+        self.result, self.label = result, label
+        self.fits = fits if fits is not None else Fits()
+        self.r_e, self.item, self.own = r_e, item, own
+        self.cancel = cancel
+        self.export_dirs: list[Path] = export_dirs if export_dirs is not None else []
 
     def __deepcopy__(self, memo) -> TradeoffSession:
         # gr.State deep-copies its initial value per session: share the (never mutated) result,
@@ -254,6 +266,12 @@ def _short(text: str, n: int = 90) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def _result_dtype(result: SweepResult | None) -> str | None:
+    """The dtype the result's numbers were computed in, as recorded (None when not recorded)."""
+    model = ((result.summary or {}).get("model") or {}) if result is not None else {}
+    return dtype_name(model["dtype"]) if model.get("dtype") else None
+
+
 def _answer_note(session: TradeoffSession, table: dict) -> str:
     if table.get("mode") == "table":
         n = len(answer_prompts(session.result))
@@ -270,7 +288,14 @@ def _answer_note(session: TradeoffSession, table: dict) -> str:
             "**Generate** answers your own prompt with the model.</sub>"
         )
     if session.own:
-        return "<sub>Answers generated for your prompt; moving the slider generates again at the new r_e.</sub>"
+        written, stored = session.own.get("dtype"), _result_dtype(session.result)
+        precision = f" Written in {written}" if written else ""
+        if written and stored and stored != written:
+            precision += f" (this server's precision for Generate; the sweep's own answers were written in {stored})"
+        return (
+            "<sub>Answers generated for your prompt; moving the slider generates again at the new r_e."
+            f"{precision}{'.' if precision else ''}</sub>"
+        )
     return (
         "<sub>This result ships no precomputed answers (sweeps with the next-token proxy do not write any): "
         "type a prompt and press **Generate** to see the unsteered and steered answers (uses the model).</sub>"
@@ -390,6 +415,30 @@ def answer_pair(loaded, vector, layers, text: str, r: float, n: int, cancel=None
     return known[0], known[1]
 
 
+def dtype_name(dtype) -> str:
+    """fp32 / bf16 / fp16 for a torch dtype or a recorded name ("float32", "torch.bfloat16")."""
+    name = str(dtype).replace("torch.", "")
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, name)
+
+
+def generate_dtype(result_dtype: str) -> str:
+    """The precision Generate writes in: ``MREPE_GENERATE_DTYPE``, by default ``auto`` (bf16 where
+    the hardware computes it natively, else fp32); ``result`` keeps the dtype of the result on
+    screen (presets record fp32 so that their numbers reproduce on any machine).
+
+    Why not the result's dtype by default: on a CPU with native bf16, a batch of 40 visitors' rows
+    decodes twice as fast in bf16 (20 concurrent clients: p95 latency 2.1x one idle call in bf16,
+    5.1x in fp32; ``bench/concurrency.py``), and a visitor's own prompt is not one of the sweep's
+    measurements. The dtype used is shown with the answers."""
+    wanted = os.environ.get("MREPE_GENERATE_DTYPE", "auto").strip().lower() or "auto"
+    if wanted == "result":
+        return result_dtype
+    if wanted not in ("auto", "fp32", "bf16", "fp16"):
+        log.warning("MREPE_GENERATE_DTYPE=%r is not auto, result, fp32, bf16 or fp16; using auto", wanted[:20])
+        return "auto"
+    return wanted
+
+
 def generate(prompt, r_e, max_new_tokens, session: TradeoffSession | None, request: gr.Request = None):
     """API ``/generate``: (unsteered answer, answer steered with r_e) to the visitor's prompt, from
     the vector on screen. Requests of many visitors are decoded together (``serving.BATCHER``);
@@ -404,12 +453,18 @@ def generate(prompt, r_e, max_new_tokens, session: TradeoffSession | None, reque
     text = inputs.prompt_text(prompt)
     layers = (result.summary or {}).get("layers") or result.vector.layers
     c = result.config
-    loaded = _load(c.model, c.device, c.dtype)
+    loaded = _load(c.model, c.device, generate_dtype(c.dtype))
     text = inputs.prompt_text(text, loaded.tokenizer)
     rendered = prompts.render_chat(loaded.tokenizer, text)
     with session_cancel(request) as cancel:
         unsteered, steered = answer_pair(loaded, result.vector, layers, rendered, r, n_tokens, cancel=cancel)
-    session.own = {"prompt": text, "unsteered": unsteered, "steered": steered, "r_e": r}
+    session.own = {
+        "prompt": text,
+        "unsteered": unsteered,
+        "steered": steered,
+        "r_e": r,
+        "dtype": dtype_name(loaded.dtype),
+    }
     session.item = None
     return unsteered, steered
 

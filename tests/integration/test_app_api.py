@@ -456,3 +456,30 @@ def test_preset_generation_with_the_default_model(client):
     assert unsteered.strip() and unsteered == same
     _, steered = client.predict(prompt, 8.0, 16, api_name="/generate")
     assert steered != unsteered
+
+
+def test_building_the_page_and_opening_sessions_copy_no_tensor(monkeypatch):
+    """Gradio deep-copies a State's value for its config (``dataclasses.asdict`` on a dataclass) and
+    once per new session. A copied tensor ran a multithreaded copy on that thread and left an OpenMP
+    thread pool there; with more pools than cores libgomp stops spinning between parallel regions,
+    and Generate in the app ran 1.6-1.8x slower than the same call outside it
+    (``bench/concurrency.py`` prints both). Sessions share the read-only preset result instead."""
+    import copy
+
+    import torch
+
+    copies: list[tuple] = []
+    original = torch.Tensor.__deepcopy__
+
+    def counting(self, memo):
+        copies.append(tuple(self.shape))
+        return original(self, memo)
+
+    monkeypatch.setattr(torch.Tensor, "__deepcopy__", counting)
+    demo = app.build_demo()
+    initial = [b.value for b in demo.blocks.values() if isinstance(b, gr.State)]
+    sessions = [copy.deepcopy(v) for v in initial]  # what Gradio does when a visitor's session starts
+    assert any(isinstance(v, tt.TradeoffSession) and v.result is not None for v in initial)
+    assert copies == []
+    shown = next(s for s in sessions if isinstance(s, tt.TradeoffSession))
+    assert shown.result is next(v for v in initial if isinstance(v, tt.TradeoffSession)).result

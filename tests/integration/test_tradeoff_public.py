@@ -82,6 +82,12 @@ def server(presets):
         os.environ["MREPE_PRESETS_DIR"] = before
 
 
+@pytest.fixture(autouse=True)
+def presets_env(presets, monkeypatch):
+    """Every test sees the tiny presets, whether or not it uses the server (order-independent)."""
+    monkeypatch.setenv("MREPE_PRESETS_DIR", str(presets))
+
+
 @pytest.fixture()
 def client(server):
     return Client(server[1], verbose=False)
@@ -423,3 +429,33 @@ def test_answers_written_before_are_not_decoded_again(monkeypatch, tiny_model_di
     assert rows == [2, 1]  # both rows, nothing, the steered row only, nothing (r_e = 0 is unsteered)
     assert first == again and moved[0] == first[0] and zero == (first[0], first[0])
     assert list(moved) == serial_answers(tiny_model_dir, tiny_vector, "A brand new prompt about lakes.", -3.0, 8)
+
+
+def test_generate_writes_in_the_server_precision_and_says_so(monkeypatch):
+    """Generate writes in ``MREPE_GENERATE_DTYPE`` (default auto: the machine's native precision);
+    ``result`` keeps the result's recorded dtype; the note under the answers names the one used."""
+    asked: list[str] = []
+    real_load = tt._load
+
+    def recording(spec, device="auto", dtype="auto"):
+        asked.append(dtype)
+        return real_load(spec, device, "fp32")  # the same numbers on any CPU
+
+    monkeypatch.setattr(tt, "_load", recording)
+    monkeypatch.setattr(tt, "_ANSWERS", tt.OrderedDict())
+    session = tt.open_preset("demo-tiny", None)
+    recorded = session.result.config.dtype
+    for setting, expected in [(None, "auto"), ("result", recorded), ("BF16", "bf16"), ("fp64", "auto")]:
+        if setting is None:
+            monkeypatch.delenv("MREPE_GENERATE_DTYPE", raising=False)
+        else:
+            monkeypatch.setenv("MREPE_GENERATE_DTYPE", setting)
+        tt.generate("A prompt about the sea.", 1.0, 4, session)
+        assert asked[-1] == expected
+    note = tt._answer_note(session, {"mode": "generated"})
+    assert "Written in fp32" in note
+    session.result.summary.setdefault("model", {})["dtype"] = "bfloat16"  # a result computed in bf16
+    try:
+        assert "the sweep's own answers were written in bf16" in tt._answer_note(session, {"mode": "generated"})
+    finally:
+        session.result.summary["model"].pop("dtype")

@@ -102,8 +102,7 @@ def engine_idle_median(preset: str, tokens: int, calls: int) -> float:
     from mrepe_core.models import load_model
     from mrepe_core.presets import load_preset
     from mrepe_core.result import SweepResult
-    from mrepe_core.serving import GenerationBatcher
-    from mrepe_ui.tradeoff_tab import generate_dtype
+    from mrepe_core.serving import GenerationBatcher, generate_dtype
 
     config = load_preset(ROOT / "presets" / f"{preset}.yaml").config
     result = SweepResult.load(ROOT / "presets" / preset)

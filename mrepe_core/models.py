@@ -70,6 +70,12 @@ def choose_device(preference: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def dtype_name(dtype: str | torch.dtype) -> str:
+    """fp32 / bf16 / fp16 for a torch dtype or a recorded name ("float32", "torch.bfloat16")."""
+    name = str(dtype).replace("torch.", "")
+    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, name)
+
+
 def choose_dtype(preference: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
     """The dtype for ``preference``; ``"auto"`` picks by hardware (``hardware.native_bf16``).
 

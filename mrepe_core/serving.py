@@ -12,6 +12,8 @@ rows are admitted while they wait). Answers equal serial ones: every row is deco
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 from collections import deque
@@ -24,6 +26,27 @@ from . import runner
 from .limits import Cancelled
 from .models import LoadedModel
 from .vectors import SteeringVector
+
+log = logging.getLogger(__name__)
+GENERATE_DTYPES = ("auto", "fp32", "bf16", "fp16")
+
+
+def generate_dtype(result_dtype: str) -> str:
+    """The precision a server writes visitors' answers in: ``MREPE_GENERATE_DTYPE``, by default
+    ``auto`` (bf16 where the hardware computes it natively, else fp32); ``result`` keeps the dtype
+    of the result on screen (presets record fp32 so that their numbers reproduce on any machine).
+
+    Why not the result's dtype by default: on a CPU with native bf16 a 40-row decode step is cheap
+    next to a 2-row one, so 20 concurrent clients waited p95 2.8-3.0x one idle call in bf16 and
+    5.1x in fp32 (``bench/concurrency.py``, README *Measured*); a visitor's own prompt is not one
+    of the sweep's measurements. The app shows the dtype used with the answers."""
+    wanted = os.environ.get("MREPE_GENERATE_DTYPE", "auto").strip().lower() or "auto"
+    if wanted == "result":
+        return result_dtype
+    if wanted not in GENERATE_DTYPES:
+        log.warning("MREPE_GENERATE_DTYPE=%r is not result or one of %s; using auto", wanted[:20], GENERATE_DTYPES)
+        return "auto"
+    return wanted
 
 
 @dataclass

@@ -25,10 +25,10 @@ import numpy as np
 
 from mrepe_core import datasets, prompts
 from mrepe_core.limits import Cancelled, InputError, limits
-from mrepe_core.models import DEFAULT_MODEL, load_model, resolve_layers
+from mrepe_core.models import DEFAULT_MODEL, dtype_name, load_model, resolve_layers
 from mrepe_core.presets import PRESETS_DIR, Preset, list_presets
 from mrepe_core.result import SweepResult
-from mrepe_core.serving import BATCHER
+from mrepe_core.serving import BATCHER, generate_dtype
 from mrepe_core.sweep import SweepCancelled, iter_sweep
 
 from . import tradeoff_inputs as inputs
@@ -110,7 +110,8 @@ class TradeoffSession:
     ``dataclasses.asdict`` when it builds the page config, which deep-copies every tensor of the
     result. That copy ran multithreaded on the main thread and left an OpenMP thread pool there,
     and with more pools than cores libgomp stops spinning between parallel regions: generation in
-    the app ran 1.6x slower than the same call outside it (``tests/unit/test_omp_pools.py``)."""
+    the app ran 1.6-1.8x slower than the same call outside it
+    (``test_building_the_page_and_opening_sessions_copy_no_tensor``)."""
 
     def __init__(
         self,
@@ -413,30 +414,6 @@ def answer_pair(loaded, vector, layers, text: str, r: float, n: int, cancel=None
     if known[1] is None:  # r_e = 0: the steered answer is the unsteered one
         known[1] = known[0]
     return known[0], known[1]
-
-
-def dtype_name(dtype) -> str:
-    """fp32 / bf16 / fp16 for a torch dtype or a recorded name ("float32", "torch.bfloat16")."""
-    name = str(dtype).replace("torch.", "")
-    return {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}.get(name, name)
-
-
-def generate_dtype(result_dtype: str) -> str:
-    """The precision Generate writes in: ``MREPE_GENERATE_DTYPE``, by default ``auto`` (bf16 where
-    the hardware computes it natively, else fp32); ``result`` keeps the dtype of the result on
-    screen (presets record fp32 so that their numbers reproduce on any machine).
-
-    Why not the result's dtype by default: on a CPU with native bf16, a batch of 40 visitors' rows
-    decodes twice as fast in bf16 (20 concurrent clients: p95 latency 2.1x one idle call in bf16,
-    5.1x in fp32; ``bench/concurrency.py``), and a visitor's own prompt is not one of the sweep's
-    measurements. The dtype used is shown with the answers."""
-    wanted = os.environ.get("MREPE_GENERATE_DTYPE", "auto").strip().lower() or "auto"
-    if wanted == "result":
-        return result_dtype
-    if wanted not in ("auto", "fp32", "bf16", "fp16"):
-        log.warning("MREPE_GENERATE_DTYPE=%r is not auto, result, fp32, bf16 or fp16; using auto", wanted[:20])
-        return "auto"
-    return wanted
 
 
 def generate(prompt, r_e, max_new_tokens, session: TradeoffSession | None, request: gr.Request = None):

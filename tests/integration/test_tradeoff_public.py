@@ -459,3 +459,4 @@ def test_generate_writes_in_the_server_precision_and_says_so(monkeypatch):
         assert "the sweep's own answers were written in bf16" in tt._answer_note(session, {"mode": "generated"})
     finally:
         session.result.summary["model"].pop("dtype")
+

@@ -448,12 +448,14 @@ def generate(prompt, r_e, max_new_tokens, session: TradeoffSession | None, reque
 
 def after_generate(session: TradeoffSession | None):
     """After Generate: the steered box labelled with the r_e used, the picker on 'your own
-    prompt', the browser told the answers are generated (internal event)."""
+    prompt', the prompting baseline's box hidden (it answered a preset prompt, not this one), the
+    browser told the answers are generated (internal event)."""
     session = _session(session)
     if not session.own:
-        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
     return (
         gr.update(label=f"Steered (r_e = {label_number(session.own['r_e'])})"),
+        gr.update(value="", visible=False),
         gr.update(choices=_picker_choices(session), value=OWN_PROMPT),
         json.dumps({"mode": "generated", "r_e": session.own["r_e"]}),
         _answer_note(session, {"mode": "generated"}),
@@ -1277,7 +1279,9 @@ def build_tradeoff_tab() -> None:
             concurrency_limit=generate_concurrency(),
             trigger_mode="always_last",
             show_progress="minimal",
-        ).success(after_generate, [state], [steered, prompt_picker, answer_table_box, answer_note], **instant)
+        ).success(
+            after_generate, [state], [steered, baseline_text, prompt_picker, answer_table_box, answer_note], **instant
+        )
 
     chart_btn.click(
         export_charts,

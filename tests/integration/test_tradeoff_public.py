@@ -460,3 +460,14 @@ def test_generate_writes_in_the_server_precision_and_says_so(monkeypatch):
     finally:
         session.result.summary["model"].pop("dtype")
 
+
+def test_after_generate_hides_the_baseline_answer_of_a_preset_prompt(monkeypatch):
+    """The prompting baseline's box answered the preset prompt on screen; after Generate on the
+    visitor's own prompt it would sit beside answers to another question, so it is hidden."""
+    monkeypatch.setattr(tt, "_ANSWERS", tt.OrderedDict())
+    session = tt.open_preset("demo-tiny", None)
+    assert tt.answers_view(session)[3]["visible"]  # the preset prompt shows its baseline answer
+    tt.generate("A prompt about mountains.", 1.0, 4, session)
+    steered, baseline, picker, table, note = tt.after_generate(session)
+    assert baseline == {"__type__": "update", "value": "", "visible": False}
+    assert picker["value"] == tt.OWN_PROMPT and json.loads(table)["mode"] == "generated"
